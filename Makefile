@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv and
+# install everything on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: demo test install lint docs clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install  ## migrate the embedded store, load the sample data and serve on :$(PORT)
+	$(BIN)/redpoll migrate up
+	$(BIN)/redpoll serve --port $(PORT)
+
+test: install  ## the full default test suite (what CI runs)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check app
+
+docs: install  ## regenerate docs/cli.md and docs/configuration.md
+	$(BIN)/python -m redpoll.cli.docgen docs
+
+clean:
+	rm -rf $(VENV) .redpoll .pytest_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""Admin API under /redpoll/v1/admin, guarded by the admin token (Bearer or ?token=).
+
+It exists so CLI commands keep working while `redpoll serve` holds an embedded store
+(chDB allows one process per data directory, ADR 0006): the CLI sends the same operation
+here and the server runs it with its own clients.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import JSONBody
+
+from redpoll.clickhouse.query import run_admin_sql
+from redpoll.errors import Unauthorized
+
+__all__ = ("AdminController", "request_token")
+
+
+def request_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The token a caller sent, Tinybird style: `Authorization: Bearer` or `?token=`."""
+    header = connection.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return connection.query_params.get("token", "")
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    expected = connection.app.state.admin_token
+    if not hmac.compare_digest(request_token(connection).encode(), expected.encode()):
+        raise Unauthorized("admin token required (Authorization: Bearer <token>)")
+
+
+class MigrateUpRequest(msgspec.Struct, forbid_unknown_fields=True):
+    to: int | None = None
+
+
+class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    format: str = "table"
+
+
+class AdminController(Controller):
+    path = "/redpoll/v1/admin"
+    guards = [admin_guard]
+
+    @get("/migrations", sync_to_thread=True)
+    def migrations(self, state: State) -> list[dict[str, Any]]:
+        with state.store.admin_lock:
+            return [s.as_dict() for s in state.store.migrations().status()]
+
+    @post("/migrations/up", sync_to_thread=True, status_code=200)
+    def migrate_up(self, state: State, data: JSONBody[MigrateUpRequest]) -> dict[str, Any]:
+        log: list[str] = []
+        with state.store.admin_lock:
+            applied = state.store.migrations().up(to=data.to, log=log.append)
+        return {"applied": [s.as_dict() for s in applied], "log": log}
+
+    @post("/migrations/unlock", sync_to_thread=True, status_code=200)
+    def migrate_unlock(self, state: State) -> dict[str, bool]:
+        with state.store.admin_lock:
+            return {"removed": state.store.migrations().unlock()}
+
+    @post("/sql", sync_to_thread=True, status_code=200)
+    def sql(self, state: State, data: JSONBody[SqlRequest]) -> Response[bytes]:
+        body = run_admin_sql(state.store, data.query, data.format)
+        return Response(body, media_type="text/plain; charset=utf-8")

@@ -1,0 +1,39 @@
+"""Liveness and readiness probes (`/v0/health`, `/v0/ready`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from redpoll.errors import RedpollError
+
+__all__ = ("HealthController",)
+
+
+class HealthController(Controller):
+    path = "/v0"
+
+    @get("/health", sync_to_thread=False)
+    def health(self) -> dict[str, str]:
+        """Liveness: the process answers HTTP."""
+        return {"status": "ok"}
+
+    @get("/ready", sync_to_thread=True)
+    def ready(self, state: State) -> Response[dict[str, Any]]:
+        """Readiness: ClickHouse answers and every migration file is applied."""
+        store = state.store
+        detail: dict[str, Any] = {"clickhouse": "ok" if store.ping() else "unreachable"}
+        if detail["clickhouse"] == "ok":
+            try:
+                with store.admin_lock:
+                    problems = store.migrations().problems()
+            except RedpollError as exc:
+                problems = [exc.message]
+            detail["migrations"] = {"ok": not problems, "problems": problems}
+        for probe in state.get("readiness_probes", ()):
+            detail.update(probe())
+        ok = detail["clickhouse"] == "ok" and detail["migrations"]["ok"]
+        detail["status"] = "ready" if ok else "not ready"
+        return Response(detail, status_code=200 if ok else 503)

@@ -1,0 +1,64 @@
+"""`create_app(settings)`: the Litestar application, and nothing else.
+
+Resources are opened on startup and closed on shutdown (Litestar's lifecycle hooks) and
+kept on `app.state`: `store` (ClickHouse clients), `admin_token`. Features register
+their controllers in `ROUTE_HANDLERS` and their startup work in `STARTUP_HOOKS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from redpoll.api.admin import AdminController
+from redpoll.api.errors import exception_handlers
+from redpoll.api.health import HealthController
+from redpoll.api.middleware import add_request_id
+from redpoll.clickhouse.lock import ServerInfo
+from redpoll.store import Store
+
+if TYPE_CHECKING:
+    from redpoll.settings import Settings
+
+__all__ = ("create_app",)
+
+log = logging.getLogger("redpoll")
+
+ROUTE_HANDLERS: list[Any] = [HealthController, AdminController]
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
+    """Build the app. `store` lets tests hand in an already open store (it is not closed)."""
+    admin_token = settings.admin_token or secrets.token_urlsafe(24)
+
+    def open_store(app: Litestar) -> None:
+        if store is not None:
+            app.state.store = store
+            return
+        app.state.store = Store.open(
+            settings, "redpoll serve", read_clients=settings.read_pool_size
+        )
+        lock = app.state.store.lock
+        if lock is not None:
+            url = f"http://{settings.host}:{settings.port}"
+            lock.publish_server(ServerInfo(os.getpid(), url, admin_token))
+        log.info("store open: %s", app.state.store.target.describe())
+
+    def close_store(app: Litestar) -> None:
+        if store is None and getattr(app.state, "store", None) is not None:
+            app.state.store.close()
+
+    return Litestar(
+        route_handlers=list(ROUTE_HANDLERS),
+        on_startup=[open_store],
+        on_shutdown=[close_store],
+        exception_handlers=exception_handlers,
+        before_send=[add_request_id],
+        state=State({"settings": settings, "admin_token": admin_token}),
+        debug=False,
+    )

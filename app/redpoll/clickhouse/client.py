@@ -1,0 +1,173 @@
+"""Build clickhouse-connect clients for embedded chDB or a ClickHouse server (ADR 0001).
+
+This is the only module that imports `clickhouse_connect`. The URL decides the backend:
+`chdb:///abs/path` opens the in-process engine, `http(s)://user:pass@host:port/db` a
+server. Two roles exist (ADR 0004): *admin* clients run migrations and inserts; *read*
+clients serve endpoints with `readonly=2` and result caps set when they are created.
+
+chDB limits honoured here: one data directory per process (the lock in `lock.py` makes a
+second process fail fast), and one client per thread (see `ClientPool`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import re
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import Error as DriverError
+
+from redpoll.errors import ConfigError
+
+if TYPE_CHECKING:
+    from redpoll.settings import Settings
+
+__all__ = (
+    "Client",
+    "ClientPool",
+    "DatabaseError",
+    "DriverError",
+    "Target",
+    "connect",
+    "parse_url",
+    "quote_identifier",
+    "target_from_settings",
+)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where ClickHouse is: an embedded chDB path or a server address."""
+
+    kind: str  # "chdb" or "http"
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    secure: bool = False
+    username: str = "default"
+    password: str = ""
+    database: str = "default"
+
+    @property
+    def embedded(self) -> bool:
+        return self.kind == "chdb"
+
+    def describe(self) -> str:
+        """A printable form without the password."""
+        if self.embedded:
+            return f"chdb://{self.path} (database {self.database})"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.username}@{self.host}:{self.port}/{self.database}"
+
+
+def parse_url(url: str, database: str = "") -> Target:
+    """Parse `REDPOLL_CLICKHOUSE_URL`; `database` (if set) wins over the URL's path."""
+    parts = urlsplit(url)
+    if parts.scheme == "chdb":
+        path = unquote(parts.netloc + parts.path)
+        if not path.startswith("/"):
+            raise ConfigError(f"chDB URL needs an absolute path (chdb:///abs/path): {url!r}")
+        return Target(kind="chdb", path=path, database=database or "default")
+    if parts.scheme in {"http", "https"}:
+        secure = parts.scheme == "https"
+        return Target(
+            kind="http",
+            host=parts.hostname or "localhost",
+            port=parts.port or (8443 if secure else 8123),
+            secure=secure,
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            database=database or parts.path.strip("/") or "default",
+        )
+    raise ConfigError(f"unsupported ClickHouse URL {url!r}: use chdb:///path or http(s)://host")
+
+
+def quote_identifier(name: str) -> str:
+    """Back-quote a database/table name after checking it is a plain identifier."""
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"not a valid identifier: {name!r}")
+    return f"`{name}`"
+
+
+def connect(
+    target: Target,
+    *,
+    readonly: bool = False,
+    settings: Mapping[str, Any] | None = None,
+    create_database: bool = False,
+) -> Client:
+    """Open one client. Read clients get `readonly=2` (settings may still be changed per query).
+
+    Args:
+        target: from `parse_url`.
+        readonly: the read role (ADR 0004).
+        settings: session settings, e.g. `max_execution_time` caps for the read role.
+        create_database: create `target.database` first (admin role only).
+    """
+    session: dict[str, Any] = dict(settings or {})
+    if readonly:
+        session["readonly"] = 2
+    if create_database and target.database != "default":
+        bootstrap = _open(dataclasses.replace(target, database="default"), {})
+        try:
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
+        finally:
+            bootstrap.close()
+    return _open(target, session)
+
+
+def _open(target: Target, session: dict[str, Any]) -> Client:
+    if target.embedded:
+        return clickhouse_connect.get_client(
+            dsn=f"chdb://{target.path}", database=target.database, settings=session
+        )
+    return clickhouse_connect.get_client(
+        host=target.host,
+        port=target.port,
+        secure=target.secure,
+        username=target.username,
+        password=target.password,
+        database=target.database,
+        settings=session,
+        autogenerate_session_id=False,
+    )
+
+
+def target_from_settings(settings: Settings) -> Target:
+    return parse_url(settings.effective_clickhouse_url, settings.database)
+
+
+class ClientPool:
+    """A fixed set of clients, one borrowed per call, so no client is shared by two threads.
+
+    chDB clients must not be used from two threads at once for parameterized queries
+    (PLATFORM.md); a pool of N clients on the same path gives N-way concurrency safely.
+    """
+
+    def __init__(self, clients: list[Client]) -> None:
+        self._all = list(clients)
+        self._free: queue.Queue[Client] = queue.Queue()
+        for client in clients:
+            self._free.put(client)
+
+    @contextlib.contextmanager
+    def borrow(self, timeout: float = 30.0) -> Iterator[Client]:
+        client = self._free.get(timeout=timeout)
+        try:
+            yield client
+        finally:
+            self._free.put(client)
+
+    def close(self) -> None:
+        for client in self._all:
+            with contextlib.suppress(Exception):
+                client.close()

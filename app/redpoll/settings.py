@@ -1,0 +1,172 @@
+"""The declared settings table and how a `Settings` value is built.
+
+Precedence, highest first (ADR 0002): explicit overrides (CLI flags) > `REDPOLL_*`
+environment variables > `redpoll.toml` in the project directory > defaults. Every setting
+has a default, unknown keys in `redpoll.toml` are rejected, and values are converted to
+the declared type with an error that names the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from redpoll.errors import ConfigError
+
+__all__ = ("SETTINGS", "Setting", "Settings", "load_settings")
+
+ENV_PREFIX = "REDPOLL_"
+TOML_NAME = "redpoll.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One configurable value: its name (lower case, as in `redpoll.toml`), type and help."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("project_dir", str, ".", "Project folder holding sql/, endpoints/, migrations/..."),
+    Setting(
+        "clickhouse_url",
+        str,
+        "",
+        "ClickHouse to use. Empty: embedded chDB at <project>/.redpoll/data. "
+        "`chdb:///abs/path` or `http(s)://user:pass@host:8123/db` for a server.",
+    ),
+    Setting("database", str, "", "Database for all objects. Empty: from the URL, else `default`."),
+    Setting("cluster", str, "", "Cluster name for `ON CLUSTER` in migrations ({{ on_cluster }})."),
+    Setting("host", str, "127.0.0.1", "Address `redpoll serve` binds to."),
+    Setting("port", int, 8000, "Port `redpoll serve` listens on."),
+    Setting("dev", bool, False, "Development mode: reload endpoint files when they change."),
+    Setting("admin_token", str, "", "Token for /redpoll/v1/admin. Empty: random per server start."),
+    Setting(
+        "read_token",
+        str,
+        "",
+        "Token for /v0/pipes (Bearer or ?token=). Empty: endpoints need no token.",
+    ),
+    Setting("read_pool_size", int, 4, "Read clients kept for query endpoints (one per thread)."),
+    Setting("query_timeout_s", float, 10.0, "Default max_execution_time for endpoint queries."),
+    Setting("max_result_rows", int, 100_000, "Default max_result_rows for endpoint queries."),
+    Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+    Setting("kafka_brokers", str, "", "Kafka bootstrap servers (host:port,...). Empty: no Kafka."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _convert(setting: Setting, raw: Any, source: str) -> Any:
+    """Coerce `raw` to the setting's type; bools accept 1/0/true/false/yes/no/on/off."""
+    try:
+        if setting.type is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if setting.type is int and isinstance(raw, bool):
+            raise ValueError(f"not an integer: {raw!r}")
+        return setting.type(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid value for {setting.name}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build it with `load_settings`, never mutate it."""
+
+    project_dir: Path
+    clickhouse_url: str
+    database: str
+    cluster: str
+    host: str
+    port: int
+    dev: bool
+    admin_token: str
+    read_token: str
+    read_pool_size: int
+    query_timeout_s: float
+    max_result_rows: int
+    log_level: str
+    kafka_brokers: str
+
+    @property
+    def state_dir(self) -> Path:
+        """Where Redpoll keeps local state (embedded data, server lock file)."""
+        return self.project_dir / ".redpoll"
+
+    @property
+    def effective_clickhouse_url(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.state_dir / 'data').as_posix()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.effective_clickhouse_url.startswith("chdb://")
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings from overrides, the environment, `redpoll.toml` and defaults.
+
+    Args:
+        overrides: values given explicitly (e.g. CLI flags); `None` values are ignored.
+        environ: the environment to read (defaults to `os.environ`).
+
+    Raises:
+        ConfigError: an unknown key in `redpoll.toml`, or a value of the wrong type.
+    """
+    environ = os.environ if environ is None else environ
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - set(_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    project = given.get("project_dir") or environ.get(ENV_PREFIX + "PROJECT_DIR") or "."
+    project_dir = Path(project).expanduser().resolve()
+    toml_values = _read_toml(project_dir / TOML_NAME)
+
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in given:
+            values[setting.name] = _convert(setting, given[setting.name], "option")
+        elif setting.env_var in environ:
+            values[setting.name] = _convert(setting, environ[setting.env_var], setting.env_var)
+        elif setting.name in toml_values:
+            values[setting.name] = _convert(setting, toml_values[setting.name], TOML_NAME)
+        else:
+            values[setting.name] = setting.default
+    values["project_dir"] = project_dir
+    return Settings(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    section = data.get("redpoll", data)
+    unknown = set(section) - set(_BY_NAME) - {"project_dir"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    section.pop("project_dir", None)
+    return section

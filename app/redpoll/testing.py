@@ -1,0 +1,116 @@
+"""Public test helpers: run a real `redpoll serve` subprocess on a free port.
+
+Modelled on Litestar's `run_app` and datasette's `wait_until_responds`: pick a free port,
+start the server, poll until it answers, and always stop it (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+__all__ = ("RunningServer", "free_port", "run_cli", "run_server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclasses.dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        """Simulate a crash: SIGKILL, no shutdown hooks."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 20) -> int:
+        """Graceful stop (SIGTERM); SIGKILL if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def _env(project: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDPOLL_")}
+    env["REDPOLL_PROJECT_DIR"] = str(project)
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    project: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m redpoll ARGS` for `project` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "redpoll", *args],
+        env=_env(project, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def run_server(
+    project: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    ready_timeout: float = 60,
+) -> Iterator[RunningServer]:
+    """Start `redpoll serve` for `project`; yield once `/v0/health` answers 200."""
+    port = port or free_port()
+    log_path = project / f".serve-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "redpoll", "serve", "--port", str(port)],
+            env=_env(project, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_until_responds(server, ready_timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_until_responds(server: RunningServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"redpoll serve exited early:\n{server.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + "/v0/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"redpoll serve did not answer within {timeout}s:\n{server.log()}")
