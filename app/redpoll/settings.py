@@ -58,6 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Token for /v0/pipes (Bearer or ?token=). Empty: endpoints need no token.",
     ),
+    Setting("append_token", str, "", "Token for /v0/events. Empty: ingestion needs no token."),
     Setting("read_pool_size", int, 4, "Read clients kept for query endpoints (one per thread)."),
     Setting("query_timeout_s", float, 10.0, "Default max_execution_time for endpoint queries."),
     Setting("max_result_rows", int, 100_000, "Default max_result_rows for endpoint queries."),
@@ -100,6 +101,7 @@ class Settings:
     dev: bool
     admin_token: str
     read_token: str
+    append_token: str
     read_pool_size: int
     query_timeout_s: float
     max_result_rows: int

@@ -7,34 +7,17 @@ here and the server runs it with its own clients.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 
+from redpoll.api.auth import admin_guard
 from redpoll.clickhouse.query import run_admin_sql
-from redpoll.errors import Unauthorized
 
-__all__ = ("AdminController", "request_token")
-
-
-def request_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The token a caller sent, Tinybird style: `Authorization: Bearer` or `?token=`."""
-    header = connection.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return connection.query_params.get("token", "")
-
-
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    expected = connection.app.state.admin_token
-    if not hmac.compare_digest(request_token(connection).encode(), expected.encode()):
-        raise Unauthorized("admin token required (Authorization: Bearer <token>)")
+__all__ = ("AdminController",)
 
 
 class MigrateUpRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,6 +43,9 @@ class AdminController(Controller):
         log: list[str] = []
         with state.store.admin_lock:
             applied = state.store.migrations().up(to=data.to, log=log.append)
+        if applied:  # tables changed: endpoints and data sources see them at once
+            state.endpoints.reload()
+            state.ingest.refresh()
         return {"applied": [s.as_dict() for s in applied], "log": log}
 
     @post("/migrations/unlock", sync_to_thread=True, status_code=200)

@@ -1,0 +1,270 @@
+"""`/v0/pipes`: endpoint files served over HTTP, wire-compatible with Tinybird's pipes API.
+
+The controller only adapts HTTP to `redpoll.endpoints` (STYLE 1): it collects the
+parameters (query string, form or JSON body), renders in the event loop (pure Python,
+microseconds), runs the query on a pooled read client in a worker thread and returns
+ClickHouse's bytes as they are. Errors are raised as `RedpollError`/`DatabaseError` and
+turned into the JSON envelope by the app's handlers (`api/errors.py`).
+
+Also here: `POST /redpoll/v1/admin/reload` (admin token) and `start_endpoints`, the
+startup hook that builds the registry, watches files in dev mode and reloads on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import anyio.to_thread
+from litestar import Controller, Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from redpoll.api.auth import admin_guard, read_guard
+from redpoll.endpoints.compiler import RESERVED_PARAMS
+from redpoll.endpoints.executor import FORMATS, execute, prepare
+from redpoll.endpoints.loader import catalog_from_client
+from redpoll.endpoints.registry import Registry
+from redpoll.errors import EndpointNotFound, ParameterError
+
+__all__ = (
+    "EndpointsAdminController",
+    "PipesController",
+    "openapi_document",
+    "start_endpoints",
+    "stop_endpoints",
+)
+
+log = logging.getLogger("redpoll.api.pipes")
+
+
+def _registry(state: State) -> Registry:
+    return state.endpoints
+
+
+def _split_name(pipe: str) -> tuple[str, str]:
+    name, dot, ext = pipe.rpartition(".")
+    if not dot:
+        return pipe, "json"
+    if ext not in FORMATS:
+        raise EndpointNotFound(f"Unsupported format '.{ext}': use {sorted(FORMATS)}")
+    return name, ext
+
+
+async def _request_params(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        _add(params, key, value)
+    if request.method == "POST":
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("application/json"):
+            body = await request.json()
+            if not isinstance(body, Mapping):
+                raise ParameterError("JSON body must be an object of parameters")
+            for key, value in body.items():
+                if isinstance(value, (dict,)):
+                    raise ParameterError(f"Parameter '{key}' must be a scalar or a list")
+                params[str(key)] = value
+        elif ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            for key, value in form.multi_items():
+                if isinstance(value, str):
+                    _add(params, key, value)
+    return params
+
+
+def _add(params: dict[str, Any], key: str, value: str) -> None:
+    if key in params:
+        existing = params[key]
+        params[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+    else:
+        params[key] = value
+
+
+def _flag(value: Any, name: str) -> bool:
+    text = str(value[-1] if isinstance(value, list) else value).strip().lower()
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
+    raise ParameterError(f"Parameter '{name}' must be 0 or 1")
+
+
+class PipesController(Controller):
+    path = "/v0/pipes"
+    guards = [read_guard]
+
+    @get("/", sync_to_thread=False)
+    def list_pipes(self, state: State) -> dict[str, Any]:
+        """Every live endpoint with its parameters (and files that failed to load)."""
+        snap = _registry(state).snapshot
+        return {
+            "pipes": [ep.describe() for ep in snap.endpoints.values()],
+            "errors": [str(e) for e in snap.errors],
+        }
+
+    @get("/openapi.json", sync_to_thread=False)
+    def openapi(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+        return openapi_document(_registry(state), str(request.base_url).rstrip("/"))
+
+    @get("/{pipe:str}")
+    async def query_get(
+        self, request: Request[Any, Any, Any], pipe: FromPath[str]
+    ) -> Response[bytes]:
+        return await self._query(request, pipe)
+
+    @post("/{pipe:str}", status_code=200)
+    async def query_post(
+        self, request: Request[Any, Any, Any], pipe: FromPath[str]
+    ) -> Response[bytes]:
+        return await self._query(request, pipe)
+
+    async def _query(self, request: Request[Any, Any, Any], pipe: str) -> Response[bytes]:
+        state = request.app.state
+        name, ext = _split_name(pipe)
+        endpoint = _registry(state).snapshot.get(name)
+        params = await _request_params(request)
+        q = params.get("q")
+        quote = params.get("output_format_json_quote_64bit_integers", "1")
+        settings = state.settings
+        query = prepare(
+            endpoint,
+            {k: v for k, v in params.items() if k not in RESERVED_PARAMS},
+            fmt=ext,
+            q=str(q[-1] if isinstance(q, list) else q) if q else None,
+            quote_64bit=_flag(quote, "output_format_json_quote_64bit_integers"),
+            default_timeout=settings.query_timeout_s,
+            default_max_rows=settings.max_result_rows,
+            session_caps=True,
+        )
+        pool = state.store.read_pool
+
+        def run() -> bytes:
+            with pool.borrow() as client:
+                return execute(client, query)
+
+        body = await anyio.to_thread.run_sync(run)
+        headers = {}
+        if endpoint.meta.cache_ttl:
+            headers["Cache-Control"] = f"max-age={endpoint.meta.cache_ttl}"
+        return Response(body, media_type=FORMATS[ext][1], headers=headers)
+
+
+class EndpointsAdminController(Controller):
+    path = "/redpoll/v1/admin"
+    guards = [admin_guard]
+
+    @post("/reload", sync_to_thread=True, status_code=200)
+    def reload(self, state: State) -> dict[str, Any]:
+        """Recompile endpoint files now; broken files keep their last good version."""
+        snap = _registry(state).reload()
+        return {
+            "version": snap.version,
+            "endpoints": sorted(snap.endpoints),
+            "errors": [str(e) for e in snap.errors],
+        }
+
+
+_OPENAPI_TYPES = {
+    "String": {"type": "string"},
+    "Boolean": {"type": "boolean"},
+    "Float32": {"type": "number", "format": "float"},
+    "Float64": {"type": "number", "format": "double"},
+    "Date": {"type": "string", "format": "date"},
+    "DateTime": {"type": "string", "format": "date-time"},
+    "DateTime64": {"type": "string", "format": "date-time"},
+}
+
+
+def _schema(type_name: str) -> dict[str, Any]:
+    if type_name.startswith("Array("):
+        inner = _schema(type_name[6:-1])
+        return {"type": "array", "items": inner}
+    if "Int" in type_name:
+        return {"type": "integer", "format": type_name.lower()}
+    return dict(_OPENAPI_TYPES.get(type_name, {"type": "string"}))
+
+
+def openapi_document(registry: Registry, server_url: str = "") -> dict[str, Any]:
+    """An OpenAPI 3.0 document for every live endpoint, from its parameters."""
+    paths: dict[str, Any] = {}
+    for ep in registry.snapshot.endpoints.values():
+        parameters = []
+        for p in ep.params:
+            schema = _schema(p.type)
+            target = schema["items"] if schema["type"] == "array" else schema
+            for key, value in (
+                ("default", p.default),
+                ("enum", p.enum),
+                ("minimum", p.min),
+                ("maximum", p.max),
+            ):
+                if value is not None:
+                    (schema if key == "default" else target)[key] = (
+                        list(value) if key == "enum" else value
+                    )
+            param: dict[str, Any] = {
+                "name": p.name,
+                "in": "query",
+                "required": p.required,
+                "schema": schema,
+            }
+            if p.description:
+                param["description"] = p.description
+            if p.example is not None:
+                param["example"] = p.example
+            if schema["type"] == "array":
+                param["style"], param["explode"] = "form", False
+            parameters.append(param)
+        paths[f"/v0/pipes/{ep.name}.json"] = {
+            "get": {
+                "summary": ep.meta.description or ep.name,
+                "operationId": ep.name,
+                "tags": list(ep.meta.tags),
+                "parameters": parameters,
+                "responses": {
+                    "200": {"description": "ClickHouse FORMAT JSON result"},
+                    "400": {"description": "Invalid parameter"},
+                    "404": {"description": "Unknown endpoint"},
+                    "408": {"description": "Query timeout"},
+                },
+            }
+        }
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": "Redpoll endpoints", "version": str(registry.snapshot.version)},
+        "paths": paths,
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
+
+
+def start_endpoints(app: Litestar) -> None:
+    """Startup hook: load `<project>/endpoints`, watch in dev mode, reload on SIGHUP."""
+    settings = app.state.settings
+    store = app.state.store
+
+    def catalog() -> Any:
+        with store.admin_lock:
+            return catalog_from_client(store.admin, store.target.database)
+
+    registry = Registry(settings.project_dir / "endpoints", catalog)
+    snap = registry.reload()
+    log.info("endpoints: %d loaded, %d with errors", len(snap.endpoints), len(snap.errors))
+    app.state.endpoints = registry
+    if settings.dev:
+        registry.watch()
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, registry.reload))
+
+
+def stop_endpoints(app: Litestar) -> None:
+    registry = getattr(app.state, "endpoints", None)
+    if registry is not None:
+        registry.stop()

@@ -1,0 +1,214 @@
+"""`redpoll endpoints list | check | render | test` (issue 3).
+
+The catalog (tables and columns that endpoints may read) comes from the project's store,
+through the running server when it holds the embedded data directory (`open_backend`).
+`check` exits 1 and prints `file:line: message` for every broken file. `test` runs the
+fixtures in `endpoints/tests/<name>.yaml`: a list of cases with `params` and either
+`expected_rows` (the JSON `data`) or `expected_status`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from redpoll.cli._backend import LocalBackend, open_backend
+from redpoll.cli._context import load, project_option
+from redpoll.endpoints.compiler import render as render_endpoint
+from redpoll.endpoints.executor import execute, prepare
+from redpoll.endpoints.loader import iter_endpoint_files, load_endpoint
+from redpoll.endpoints.model import Catalog, Endpoint, LoadError
+from redpoll.errors import ConfigError, RedpollError
+
+__all__ = ("endpoints",)
+
+_CATALOG_SQL = (
+    "SELECT t.name AS table, c.name AS column FROM system.tables AS t "
+    "LEFT JOIN system.columns AS c ON c.database = t.database AND c.table = t.name "
+    "WHERE t.database = currentDatabase()"
+)
+
+
+def _catalog(backend: Any, database: str) -> Catalog:
+    data = json.loads(backend.sql(_CATALOG_SQL, "json"))
+    tables: dict[str, set[str]] = {}
+    for row in data["data"]:
+        table, column = row["table"], row["column"]
+        tables.setdefault(table, set())
+        if column:
+            tables[table].add(column)
+    return Catalog(database or "default", {k: frozenset(v) for k, v in tables.items()})
+
+
+def _load_all(directory: Path, catalog: Catalog) -> tuple[dict[str, Endpoint], list[LoadError]]:
+    good: dict[str, Endpoint] = {}
+    bad: list[LoadError] = []
+    for path in iter_endpoint_files(directory):
+        result = load_endpoint(path, catalog)
+        if isinstance(result, LoadError):
+            bad.append(result)
+        else:
+            good[result.name] = result
+    return good, bad
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--param expects k=v, got {pair!r}")
+        if key in params:
+            old = params[key]
+            params[key] = [*old, value] if isinstance(old, list) else [old, value]
+        else:
+            params[key] = value
+    return params
+
+
+@click.group()
+def endpoints() -> None:
+    """Inspect, validate and test the endpoint files in endpoints/."""
+
+
+@endpoints.command("list")
+@project_option
+def list_endpoints(project_dir: str | None) -> None:
+    """List endpoints with their parameters."""
+    settings = load(project_dir)
+    with open_backend(settings, "redpoll endpoints list") as backend:
+        catalog = _catalog(backend, settings.database)
+    good, bad = _load_all(settings.project_dir / "endpoints", catalog)
+    for ep in good.values():
+        params = ", ".join(
+            f"{p.name}:{p.type}"
+            + ("!" if p.required else "")
+            + (f"={p.default}" if p.default is not None else "")
+            for p in ep.params
+        )
+        click.echo(f"{ep.name}({params})  {ep.meta.description}".rstrip())
+    for err in bad:
+        click.echo(f"BROKEN {err}", err=True)
+
+
+@endpoints.command()
+@project_option
+def check(project_dir: str | None) -> None:
+    """Validate every endpoint file; exit 1 with file:line errors if any is broken."""
+    settings = load(project_dir)
+    with open_backend(settings, "redpoll endpoints check") as backend:
+        catalog = _catalog(backend, settings.database)
+    good, bad = _load_all(settings.project_dir / "endpoints", catalog)
+    for err in bad:
+        click.echo(str(err), err=True)
+    click.echo(f"{len(good)} endpoint(s) ok, {len(bad)} broken")
+    if bad:
+        sys.exit(1)
+
+
+@endpoints.command("render")
+@project_option
+@click.argument("name")
+@click.option("--param", "-p", "pairs", multiple=True, help="A parameter as k=v (repeatable).")
+def render_cmd(project_dir: str | None, name: str, pairs: tuple[str, ...]) -> None:
+    """Print the SQL and bound parameter values NAME runs for the given parameters."""
+    settings = load(project_dir)
+    with open_backend(settings, "redpoll endpoints render") as backend:
+        catalog = _catalog(backend, settings.database)
+    result = load_endpoint(settings.project_dir / "endpoints" / f"{name}.sql", catalog)
+    if isinstance(result, LoadError):
+        raise ConfigError(str(result))
+    rendered = render_endpoint(result, _parse_params(pairs))
+    click.echo(rendered.sql)
+    click.echo("-- parameters: " + json.dumps(dict(rendered.parameters), default=str))
+
+
+@endpoints.command("test")
+@project_option
+@click.argument("names", nargs=-1)
+def test_cmd(project_dir: str | None, names: tuple[str, ...]) -> None:
+    """Run endpoints/tests/<name>.yaml fixtures against the configured store."""
+    import yaml
+
+    settings = load(project_dir)
+    folder = settings.project_dir / "endpoints" / "tests"
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if names:
+        files = [f for f in files if f.stem in names]
+    failures = total = 0
+    with open_backend(settings, "redpoll endpoints test") as backend:
+        run = _runner(backend, settings)
+        for path in files:
+            for case in yaml.safe_load(path.read_text()) or []:
+                total += 1
+                label = f"{path.stem}: {case.get('name', total)}"
+                status, data = run(path.stem, case.get("params") or {})
+                problem = _compare(case, status, data)
+                if problem:
+                    failures += 1
+                    click.echo(f"FAIL {label}: {problem}", err=True)
+                else:
+                    click.echo(f"ok   {label}")
+    click.echo(f"{total - failures}/{total} passed")
+    if failures:
+        sys.exit(1)
+
+
+def _compare(case: dict[str, Any], status: int, data: Any) -> str:
+    expected_status = case.get("expected_status", 200)
+    if status != expected_status:
+        return f"status {status} != {expected_status} ({data})"
+    if "expected_rows" in case and data != case["expected_rows"]:
+        return f"rows {data} != {case['expected_rows']}"
+    return ""
+
+
+def _runner(backend: Any, settings: Any) -> Any:
+    """(name, params) -> (status, data or error message): in-process or via the server."""
+    if isinstance(backend, LocalBackend):
+        from redpoll.clickhouse.client import connect
+
+        catalog = _catalog(backend, settings.database)
+        reader = connect(backend.store.target, readonly=True)
+
+        def local(name: str, params: dict[str, Any]) -> tuple[int, Any]:
+            result = load_endpoint(settings.project_dir / "endpoints" / f"{name}.sql", catalog)
+            if isinstance(result, LoadError):
+                return 500, str(result)
+            try:
+                query = prepare(result, {k: _text(v) for k, v in params.items()})
+                return 200, json.loads(execute(reader, query))["data"]
+            except RedpollError as exc:
+                return exc.status, exc.message
+            except Exception as exc:  # DatabaseError: map like the API does
+                from redpoll.api.errors import translate_database_error
+
+                err = translate_database_error(exc)  # type: ignore[arg-type]
+                return err.status, err.message
+
+        return local
+    http = backend.events
+    headers = {"Authorization": f"Bearer {settings.read_token}"} if settings.read_token else {}
+
+    def remote(name: str, params: dict[str, Any]) -> tuple[int, Any]:
+        try:
+            r = http.get(f"/v0/pipes/{name}.json", params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RedpollError(f"the running server did not answer ({exc})") from exc
+        body = r.json()
+        return r.status_code, body.get("data") if r.status_code == 200 else body.get("error")
+
+    return remote
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

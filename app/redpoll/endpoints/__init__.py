@@ -1,0 +1,6 @@
+"""Endpoints: templated `.sql` files published as typed, safe HTTP APIs (issue 3).
+
+`model` (data), `template` (sandbox and typed functions), `compiler` (compile, check,
+render), `loader` (files and header), `registry` (live snapshot), `executor` (run a
+rendered endpoint on a client). See docs/endpoints.md.
+"""

@@ -1,0 +1,83 @@
+"""Run a rendered endpoint on a read client and return ClickHouse's bytes untouched.
+
+Caps (`max_execution_time`, `max_result_rows`) and output settings ride in a trailing
+`SETTINGS` clause rather than per-call settings: on chDB per-call settings cost two `SET`
+round trips (~2 ms measured), the clause costs nothing. The read client itself is
+`readonly=2` (ADR 0004). ClickHouse errors propagate as `DatabaseError`; the app's one
+handler (`api/errors.py`) turns them into 400/408/500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from redpoll.endpoints.compiler import apply_q, render, with_settings
+from redpoll.errors import ParameterError
+
+if TYPE_CHECKING:
+    from redpoll.clickhouse.client import Client
+    from redpoll.endpoints.model import Endpoint, Rendered
+
+__all__ = ("FORMATS", "Query", "execute", "prepare")
+
+FORMATS: Mapping[str, tuple[str, str]] = {
+    "json": ("JSON", "application/json"),
+    "csv": ("CSVWithNames", "text/csv; charset=utf-8"),
+    "ndjson": ("JSONEachRow", "application/x-ndjson"),
+    "parquet": ("Parquet", "application/vnd.apache.parquet"),
+}
+
+
+class Query:
+    """What to send: SQL with placeholders, its parameter values, the output format."""
+
+    __slots__ = ("fmt", "parameters", "sql")
+
+    def __init__(self, sql: str, parameters: Mapping[str, Any], fmt: str) -> None:
+        self.sql = sql
+        self.parameters = parameters
+        self.fmt = fmt
+
+
+def prepare(
+    endpoint: Endpoint,
+    params: Mapping[str, Any],
+    *,
+    fmt: str = "json",
+    q: str | None = None,
+    quote_64bit: bool = True,
+    default_timeout: float = 10.0,
+    default_max_rows: int = 100_000,
+    session_caps: bool = False,
+) -> Query:
+    """Render and wrap one request (pure Python, no I/O).
+
+    Args:
+        session_caps: the client already has the default caps as session settings.
+    """
+    if fmt not in FORMATS:
+        raise ParameterError(f"Unsupported format '{fmt}': use one of {sorted(FORMATS)}")
+    rendered: Rendered = render(endpoint, params)
+    sql = apply_q(rendered.sql, q) if q else rendered.sql
+    meta = endpoint.meta
+    settings: dict[str, Any] = dict(meta.settings)
+    # The read clients already carry the default caps as session settings (store.py);
+    # repeat them only when the endpoint overrides them (each clause setting costs time).
+    if meta.max_execution_time is not None or not session_caps:
+        settings["max_execution_time"] = meta.max_execution_time or default_timeout
+    if meta.max_result_rows is not None or not session_caps:
+        settings["max_result_rows"] = meta.max_result_rows or default_max_rows
+        settings["result_overflow_mode"] = "throw"
+    if fmt == "json":
+        settings["output_format_json_quote_64bit_integers"] = 1 if quote_64bit else 0
+    return Query(with_settings(sql, settings), rendered.parameters, FORMATS[fmt][0])
+
+
+def execute(client: Client, query: Query) -> bytes:
+    """Run `query`; blocking, call it from a worker thread.
+
+    Raises:
+        DatabaseError: the app's handler (`api/errors.py`) maps it to 400/408/500.
+    """
+    return client.raw_query(query.sql, parameters=dict(query.parameters) or None, fmt=query.fmt)
