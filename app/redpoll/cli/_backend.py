@@ -17,6 +17,7 @@ import httpx
 from redpoll.clickhouse.lock import ServerInfo, read_server_info
 from redpoll.clickhouse.query import run_admin_sql
 from redpoll.errors import RedpollError
+from redpoll.ingest.service import IngestService
 from redpoll.settings import Settings
 from redpoll.store import Store
 
@@ -28,11 +29,13 @@ class Backend(Protocol):
     def migrate_up(self, to: int | None) -> dict[str, Any]: ...
     def migrate_unlock(self) -> bool: ...
     def sql(self, query: str, output: str) -> bytes: ...
+    def ingest(self, datasource: str, ndjson: bytes) -> dict[str, int]: ...
 
 
 class LocalBackend:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._ingest: IngestService | None = None
 
     def migrate_status(self) -> list[dict[str, Any]]:
         return [s.as_dict() for s in self.store.migrations().status()]
@@ -47,11 +50,25 @@ class LocalBackend:
     def sql(self, query: str, output: str) -> bytes:
         return run_admin_sql(self.store, query, output)
 
+    def ingest(self, datasource: str, ndjson: bytes) -> dict[str, int]:
+        if self._ingest is None:
+            self._ingest = IngestService(self.store.target, self.store.settings.project_dir)
+        result = self._ingest.ingest(datasource, ndjson)
+        return {
+            "successful_rows": result.successful_rows,
+            "quarantined_rows": result.quarantined_rows,
+        }
+
+    def close(self) -> None:
+        if self._ingest is not None:
+            self._ingest.close()
+
 
 class RemoteBackend:
     """Sends operations to the admin API of the server that holds the store."""
 
     def __init__(self, info: ServerInfo) -> None:
+        self.events = httpx.Client(base_url=info.url, timeout=600)
         self.client = httpx.Client(
             base_url=info.url + "/redpoll/v1/admin",
             timeout=600,
@@ -63,12 +80,7 @@ class RemoteBackend:
             response = self.client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise RedpollError(f"the running server did not answer ({exc})") from exc
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]
-            except (ValueError, KeyError):
-                message = response.text
-            raise RedpollError(message, status=response.status_code)
+        _raise_for_error(response)
         return response
 
     def migrate_status(self) -> list[dict[str, Any]]:
@@ -86,6 +98,15 @@ class RemoteBackend:
     def sql(self, query: str, output: str) -> bytes:
         return self._call("POST", "/sql", {"query": query, "format": output}).content
 
+    def ingest(self, datasource: str, ndjson: bytes) -> dict[str, int]:
+        try:
+            response = self.events.post(
+                "/v0/events", params={"name": datasource, "wait": "true"}, content=ndjson
+            )
+        except httpx.HTTPError as exc:
+            raise RedpollError(f"the running server did not answer ({exc})") from exc
+        return _json_or_error(response)
+
 
 @contextlib.contextmanager
 def open_backend(settings: Settings, role: str) -> Iterator[Backend]:
@@ -97,7 +118,25 @@ def open_backend(settings: Settings, role: str) -> Iterator[Backend]:
             yield RemoteBackend(info)
             return
     with Store.open(settings, role) as store:
-        yield LocalBackend(store)
+        backend = LocalBackend(store)
+        try:
+            yield backend
+        finally:
+            backend.close()
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]
+        except (ValueError, KeyError):
+            message = response.text
+        raise RedpollError(message, status=response.status_code)
+
+
+def _json_or_error(response: httpx.Response) -> dict[str, int]:
+    _raise_for_error(response)
+    return response.json()
 
 
 def _echo(message: str) -> None:

@@ -1,0 +1,53 @@
+"""`redpoll load DATASOURCE FILE`: bulk-load through the events validation path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from redpoll.cli._backend import open_backend
+from redpoll.cli._context import load, project_option
+from redpoll.ingest.files import FORMATS, detect_format, read_chunks
+
+__all__ = ("load_command",)
+
+
+@click.command("load")
+@project_option
+@click.argument("datasource")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="File format (default: from the extension; .gz is decompressed).",
+)
+@click.option("--chunk-rows", type=int, default=20_000, show_default=True)
+def load_command(
+    project_dir: str | None, datasource: str, file: Path, fmt: str | None, chunk_rows: int
+) -> None:
+    """Load FILE (CSV, NDJSON or Parquet; gzip ok) into DATASOURCE with validation."""
+    settings = load(project_dir)
+    fmt = fmt or detect_format(file)
+    ok = quarantined = 0
+    with (
+        open_backend(settings, f"redpoll load {datasource} {file.name}") as backend,
+        click.progressbar(
+            length=file.stat().st_size,
+            label=f"loading {file.name}",
+            file=click.get_text_stream("stderr"),
+        ) as bar,
+    ):
+        position = 0
+        for chunk, _rows, consumed in read_chunks(file, fmt, chunk_rows):
+            result = backend.ingest(datasource, chunk)
+            ok += result["successful_rows"]
+            quarantined += result["quarantined_rows"]
+            bar.update(consumed - position)
+            position = consumed
+    click.echo(
+        f"{ok} rows loaded into {datasource}, {quarantined} quarantined"
+        + (f" (see {datasource}_quarantine)" if quarantined else "")
+    )

@@ -1,0 +1,1 @@
+"""Readers that turn public data sets into Redpoll events and catalog rows."""

@@ -1,0 +1,253 @@
+"""Ingestion service: validate, group-commit, insert, then acknowledge (ADR 0008).
+
+Acknowledged means durable: a request is answered only after its rows are in a
+ClickHouse INSERT that has returned (the part is written and every materialized view
+has run), so a `kill -9` after the answer loses nothing and the rows are already
+visible in the views (freshness is bounded by the answer itself). For throughput,
+concurrent requests to one data source are grouped: one committer thread per data source
+takes everything queued while the previous INSERT ran and sends it as one INSERT
+(group commit). If a grouped INSERT fails, each request is retried alone, so one bad
+request cannot fail its neighbours.
+
+The `events` data source goes through `EventWriter` (the exact real-time protocol);
+other data sources are plain column-oriented inserts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redpoll.clickhouse.client import connect, quote_identifier
+from redpoll.errors import ConfigError, EndpointNotFound
+from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
+from redpoll.ingest.validate import ValidatedBatch, parse_body, validate_rows
+from redpoll.ingest.writer import EventWriter
+
+if TYPE_CHECKING:
+    from redpoll.clickhouse.client import Client, Target
+
+__all__ = ("IngestResult", "IngestService")
+
+log = logging.getLogger("redpoll.ingest")
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    successful_rows: int
+    quarantined_rows: int
+
+
+@dataclasses.dataclass
+class _Stats:
+    requests: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    inserts: int = 0
+    errors: int = 0
+    last_insert_ms: float = 0.0
+
+
+class _Committer:
+    """One thread and one client per data source; groups queued batches into one INSERT."""
+
+    def __init__(
+        self, target: Target, datasource: DataSource, max_rows: int, state_dir: Path
+    ) -> None:
+        self.datasource = datasource
+        self.max_rows = max_rows
+        self.client: Client = connect(target)
+        self.database = target.database
+        self.writer = None
+        if datasource.uses_landing:
+            journal = state_dir / f"{target.database}.{datasource.name}.inflight"
+            self.writer = EventWriter(self.client, self.database, journal=journal)
+        self.stats = _Stats()
+        self._queue: queue.Queue[tuple[ValidatedBatch, concurrent.futures.Future[None]] | None]
+        self._queue = queue.Queue()
+        self._quarantine_ready = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"commit-{datasource.name}", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, batch: ValidatedBatch) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._queue.put((batch, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self.client.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            rows = item[0].rows
+            while rows < self.max_rows:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+                rows += nxt[0].rows
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[ValidatedBatch, concurrent.futures.Future[None]]]) -> None:
+        try:
+            self._insert([batch for batch, _ in group])
+        except Exception as exc:
+            if len(group) == 1:
+                self.stats.errors += 1
+                log.warning("insert into %s failed: %s", self.datasource.table, exc)
+                group[0][1].set_exception(exc)
+                return
+            for single in group:  # isolate the failing request
+                self._commit([single])
+            return
+        for _, future in group:
+            future.set_result(None)
+
+    def _insert(self, batches: list[ValidatedBatch]) -> None:
+        started = time.perf_counter()
+        columns: dict[str, list[Any]] = {c.name: [] for c in self.datasource.columns}
+        for batch in batches:
+            self._fill_defaults(batch)
+            for name, values in batch.columns.items():
+                columns[name].extend(values)
+        total = sum(b.rows for b in batches)
+        if total:
+            if self.writer is not None:
+                self.writer.insert(columns)
+            else:
+                self.client.insert(
+                    f"{quote_identifier(self.database)}.{quote_identifier(self.datasource.table)}",
+                    list(columns.values()),
+                    column_names=list(columns),
+                    column_oriented=True,
+                )
+        self._quarantine([row for b in batches for row in _quarantine_rows(b)])
+        self.stats.inserts += 1
+        self.stats.rows += total
+        self.stats.last_insert_ms = (time.perf_counter() - started) * 1000
+
+    def _fill_defaults(self, batch: ValidatedBatch) -> None:
+        """Evaluate DEFAULT expressions in ClickHouse, one value per row that needs it."""
+        for name, indexes in batch.needs_default.items():
+            column = self.datasource.column(name)
+            assert column is not None
+            values = self.client.query(
+                f"SELECT {column.default_expression} FROM numbers({len(indexes)})"
+            ).result_columns[0]
+            target = batch.columns[name]
+            for i, value in zip(indexes, values, strict=True):
+                target[i] = value
+        batch.needs_default = {}
+
+    def _quarantine(self, rows: list[list[Any]]) -> None:
+        if not rows:
+            return
+        if not self._quarantine_ready:
+            ensure_quarantine_table(self.client, self.database, self.datasource)
+            self._quarantine_ready = True
+        self.client.insert(
+            f"{quote_identifier(self.database)}."
+            f"{quote_identifier(self.datasource.quarantine_table)}",
+            rows,
+            column_names=["received_at", "line", "column", "error", "raw"],
+        )
+        self.stats.quarantined += len(rows)
+
+
+def _quarantine_rows(batch: ValidatedBatch) -> list[list[Any]]:
+    return [[batch.received_at, q.line, q.column, q.error, q.raw] for q in batch.quarantined]
+
+
+class IngestService:
+    """Entry point for every ingestion path (HTTP events API, `redpoll load`, Kafka)."""
+
+    def __init__(self, target: Target, project_dir: Path, max_group_rows: int = 200_000) -> None:
+        self.target = target
+        self.project_dir = project_dir
+        self.max_group_rows = max_group_rows
+        self._admin = connect(target)  # own client: discovery runs on request threads
+        self._lock = threading.Lock()
+        self._datasources: dict[str, DataSource] | None = None
+        self._committers: dict[str, _Committer] = {}
+
+    def datasources(self) -> dict[str, DataSource]:
+        with self._lock:
+            if self._datasources is None:
+                self._datasources = discover_datasources(
+                    self.project_dir, self._admin, self.target.database
+                )
+            return self._datasources
+
+    def refresh(self) -> None:
+        """Re-read data sources (after migrations changed tables)."""
+        with self._lock:
+            self._datasources = None
+
+    def datasource(self, name: str) -> DataSource:
+        found = self.datasources().get(name)
+        if found is None:
+            self.refresh()
+            found = self.datasources().get(name)
+        if found is None:
+            raise EndpointNotFound(f"Data Source '{name}' not found")
+        return found
+
+    def ingest(self, name: str, body: bytes) -> IngestResult:
+        """Validate `body` and insert its good rows; returns once they are durable."""
+        datasource = self.datasource(name)
+        if not body.strip():
+            raise ConfigError("empty body: send NDJSON, a JSON object or a JSON array")
+        batch = validate_rows(datasource, parse_body(body))
+        return self.ingest_batch(datasource, batch)
+
+    def ingest_batch(self, datasource: DataSource, batch: ValidatedBatch) -> IngestResult:
+        committer = self._committer(datasource)
+        committer.stats.requests += 1
+        committer.submit(batch).result()
+        return IngestResult(batch.rows, len(batch.quarantined))
+
+    def _committer(self, datasource: DataSource) -> _Committer:
+        with self._lock:
+            committer = self._committers.get(datasource.name)
+            if committer is None or committer.datasource != datasource:
+                if committer is not None:  # schema changed: one writer per table at a time
+                    committer.close()
+                committer = _Committer(
+                    self.target, datasource, self.max_group_rows, self.project_dir / ".redpoll"
+                )
+                self._committers[datasource.name] = committer
+            return committer
+
+    def open_writers(self) -> None:
+        """Start a committer for every data source now: crash repair runs at startup,
+        before the server reports ready, instead of inside the first request."""
+        for datasource in self.datasources().values():
+            self._committer(datasource)
+
+    def status(self) -> dict[str, Any]:
+        return {name: dataclasses.asdict(c.stats) for name, c in self._committers.items()}
+
+    def close(self) -> None:
+        with self._lock:
+            for committer in self._committers.values():
+                committer.close()
+            self._committers.clear()
+            self._admin.close()
