@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from redpoll.clickhouse.client import Client, Target, connect, parse_url, quote_identifier
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,16 @@ from litestar.datastructures import State
 
 from redpoll.api.admin import AdminController
 from redpoll.api.errors import exception_handlers
+from redpoll.api.events import EventsController, start_ingest, stop_ingest
 from redpoll.api.health import HealthController
+from redpoll.api.kafka_status import KafkaStatusController, start_kafka, stop_kafka
 from redpoll.api.middleware import add_request_id
+from redpoll.api.pipes import (
+    EndpointsAdminController,
+    PipesController,
+    start_endpoints,
+    stop_endpoints,
+)
 from redpoll.clickhouse.lock import ServerInfo
 from redpoll.store import Store
 
@@ -29,7 +37,14 @@ __all__ = ("create_app",)
 
 log = logging.getLogger("redpoll")
 
-ROUTE_HANDLERS: list[Any] = [HealthController, AdminController]
+ROUTE_HANDLERS: list[Any] = [
+    HealthController,
+    AdminController,
+    PipesController,
+    EndpointsAdminController,
+    EventsController,
+    KafkaStatusController,
+]
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
@@ -55,8 +70,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=list(ROUTE_HANDLERS),
-        on_startup=[open_store],
-        on_shutdown=[close_store],
+        on_startup=[open_store, start_endpoints, start_ingest, start_kafka],
+        on_shutdown=[stop_kafka, stop_ingest, stop_endpoints, close_store],
         exception_handlers=exception_handlers,
         before_send=[add_request_id],
         state=State({"settings": settings, "admin_token": admin_token}),

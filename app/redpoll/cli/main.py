@@ -10,6 +10,9 @@ import click
 from redpoll import __version__
 from redpoll.api.errors import translate_database_error
 from redpoll.cli.commands.core import init, serve, sql
+from redpoll.cli.commands.endpoints import endpoints
+from redpoll.cli.commands.ingest import ingest
+from redpoll.cli.commands.load import load_command
 from redpoll.cli.commands.migrate import migrate
 from redpoll.clickhouse.client import DatabaseError
 from redpoll.errors import RedpollError
@@ -37,7 +40,7 @@ def cli() -> None:
     """Redpoll: SQL-first real-time recommendations and analytics on ClickHouse."""
 
 
-for command in (init, migrate, serve, sql):
+for command in (init, migrate, serve, sql, load_command, endpoints, ingest):
     cli.add_command(command)
 
 

@@ -1,0 +1,600 @@
+"""Kafka ingestion by Redpoll's own consumer (ADR 0009, docs/kafka.md).
+
+A data source is bound to a topic by `kafka/<datasource>.toml` in the project. One
+consumer thread per binding (`KafkaIngestor`, confluent-kafka = librdkafka) runs inside
+`redpoll serve` when `kafka_brokers` is set, or alone as `redpoll ingest kafka`.
+
+Delivery: messages are batched by size (`batch_rows`) or time (`batch_ms`), validated by
+the same code as the HTTP events API (`parse_body` + `validate_rows`) and inserted through
+the process's one `IngestService` (one writer per data source); offsets are committed
+only after that insert returned, i.e. after the rows are durable and in the views. A crash
+between insert and commit redelivers the batch; it is harmless because every event has an
+`event_id` (a message without one gets `<topic>:<partition>:<offset>[:<row>]`, the same id
+on every redelivery) and the views drop event_ids stored by an earlier batch. Malformed
+messages go to `<datasource>_quarantine` with `line` = offset and
+`column` = `<field>@<topic>/<partition>/<offset>`.
+
+Broker outages: librdkafka reconnects by itself; errors are counted and logged, commits
+that failed are retried, and any unexpected failure (including a failed insert) closes the
+consumer, waits with exponential backoff (capped) and starts again from the committed
+offsets. The thread only ends when asked to stop.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redpoll.errors import ConfigError
+from redpoll.ingest.validate import QuarantineRow, parse_body, validate_rows
+
+if TYPE_CHECKING:
+    from redpoll.ingest.datasources import DataSource
+    from redpoll.ingest.service import IngestService
+
+__all__ = (
+    "BINDINGS_DIR",
+    "KafkaBinding",
+    "KafkaIngestor",
+    "KafkaIngestors",
+    "group_lag",
+    "load_bindings",
+)
+
+log = logging.getLogger("redpoll.kafka")
+
+BINDINGS_DIR = "kafka"
+FORMATS = ("JSONEachRow",)
+ENGINES = ("redpoll", "clickhouse")
+#: librdkafka properties that must never be committed literally: use "${ENV_VAR}".
+SECRET_PROPERTIES = frozenset(
+    {
+        "sasl.password",
+        "sasl.username",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl.keystore.password",
+        "ssl.certificate.pem",
+    }
+)
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_MAX_BACKOFF_S = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaBinding:
+    """`kafka/<datasource>.toml`: which topic feeds a data source, and how."""
+
+    datasource: str
+    topic: str
+    group: str
+    format: str = "JSONEachRow"
+    engine: str = "redpoll"  # "clickhouse": the server's Kafka engine consumes (migration)
+    batch_rows: int = 50_000
+    batch_ms: int = 500
+    auto_offset_reset: str = "earliest"
+    #: extra librdkafka properties (security.protocol, sasl.mechanism, ...), env expanded
+    properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    path: Path | None = None
+
+    def consumer_config(self, brokers: str) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": brokers,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": self.auto_offset_reset,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 100,
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 5000,
+            "log_level": 3,
+            **self.properties,
+        }
+
+
+_KEYS = {
+    "topic",
+    "group",
+    "format",
+    "engine",
+    "batch_rows",
+    "batch_ms",
+    "auto_offset_reset",
+    "properties",
+}
+
+
+def load_bindings(
+    project_dir: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, KafkaBinding]:
+    """Every `kafka/<datasource>.toml` of the project, validated, secrets from `environ`.
+
+    Raises:
+        ConfigError: unknown key, bad value, a literal secret, or a missing env variable.
+    """
+    environ = os.environ if environ is None else environ
+    found: dict[str, KafkaBinding] = {}
+    for path in sorted((project_dir / BINDINGS_DIR).glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        found[path.stem] = _binding(path, data, environ)
+    return found
+
+
+def _binding(path: Path, data: dict[str, Any], environ: Mapping[str, str]) -> KafkaBinding:
+    name = path.stem
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
+    if not isinstance(data.get("topic"), str) or not data["topic"]:
+        raise ConfigError(f"{path}: `topic` (a string) is required")
+    fmt = data.get("format", "JSONEachRow")
+    if fmt not in FORMATS:
+        raise ConfigError(f"{path}: format {fmt!r} is not supported; use one of {FORMATS}")
+    engine = data.get("engine", "redpoll")
+    if engine not in ENGINES:
+        raise ConfigError(f"{path}: engine {engine!r}: use one of {ENGINES}")
+    properties: dict[str, str] = {}
+    for key, value in dict(data.get("properties", {})).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        ref = _ENV_REF.match(text)
+        if ref:
+            if ref[1] not in environ:
+                raise ConfigError(
+                    f"{path}: property {key!r} needs environment variable "
+                    f"{ref[1]}, which is not set"
+                )
+            text = environ[ref[1]]
+        elif key in SECRET_PROPERTIES:
+            raise ConfigError(
+                f"{path}: property {key!r} is a secret: write "
+                f'"${{SOME_ENV_VAR}}" and set it in the environment'
+            )
+        properties[key] = text
+    try:
+        batch_rows = int(data.get("batch_rows", 50_000))
+        batch_ms = int(data.get("batch_ms", 500))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if batch_rows < 1 or batch_ms < 1:
+        raise ConfigError(f"{path}: batch_rows and batch_ms must be positive")
+    return KafkaBinding(
+        datasource=name,
+        topic=data["topic"],
+        group=str(data.get("group") or f"redpoll-{name}"),
+        format=fmt,
+        engine=engine,
+        batch_rows=batch_rows,
+        batch_ms=batch_ms,
+        auto_offset_reset=str(data.get("auto_offset_reset", "earliest")),
+        properties=properties,
+        path=path,
+    )
+
+
+# ---------------------------------------------------------------- message -> batch
+
+
+def build_batch(datasource: DataSource, messages: list[Any]) -> Any:
+    """Validate Kafka messages exactly as the events API validates a body.
+
+    Each message value is a body (usually one JSON object; several NDJSON lines are rows
+    of the same message). Rows without `event_id` on the events landing path get
+    `<topic>:<partition>:<offset>` (`:<k>` for the k-th extra row of a message), so a
+    redelivered message carries the same ids. Quarantined rows get their Kafka location.
+    """
+    parsed: list[tuple[int, bytes, Any]] = []
+    where: list[tuple[str, int, int]] = []
+    fill_ids = datasource.uses_landing and datasource.column("event_id") is not None
+    for message in messages:
+        value = message.value()
+        if not value:
+            continue  # tombstone / empty message
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        for k, (_line, raw, doc) in enumerate(parse_body(value)):
+            if fill_ids and isinstance(doc, dict) and not doc.get("event_id"):
+                doc["event_id"] = f"{topic}:{partition}:{offset}" + (f":{k}" if k else "")
+            parsed.append((len(parsed), raw, doc))
+            where.append((topic, partition, offset))
+    batch = validate_rows(datasource, parsed)
+    relocated = []
+    for q in batch.quarantined:
+        topic, partition, offset = where[q.line]
+        relocated.append(
+            QuarantineRow(offset, f"{q.column}@{topic}/{partition}/{offset}", q.error, q.raw)
+        )
+    batch.quarantined = relocated
+    return batch
+
+
+# ---------------------------------------------------------------- the consumer
+
+
+@dataclasses.dataclass
+class KafkaStats:
+    state: str = "starting"  # starting, running, backoff, stopped
+    messages: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    insert_errors: int = 0
+    commit_errors: int = 0
+    broker_errors: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    last_batch_at: float = 0.0
+    last_batch_ms: float = 0.0
+
+
+class KafkaIngestor:
+    """One consumer thread for one binding, inserting through `service`."""
+
+    def __init__(
+        self,
+        service: IngestService,
+        binding: KafkaBinding,
+        brokers: str,
+        consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.service = service
+        self.binding = binding
+        self.brokers = brokers
+        self.stats = KafkaStats()
+        self._factory = consumer_factory
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Any = None
+        self._pending: list[Any] = []
+        self._pending_rows = 0
+        self._uncommitted: dict[tuple[str, int], int] = {}  # inserted, commit failed
+        self._committed: dict[tuple[str, int], int] = {}  # next offset, durable in Kafka
+        self._high: dict[tuple[str, int], int] = {}
+        self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._lock = threading.Lock()
+
+    # -- lifecycle
+
+    def start(self) -> KafkaIngestor:
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"kafka-{self.binding.datasource}"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        """Flush what was consumed, commit it, leave the group."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_forever(self) -> None:
+        """Run in the calling thread until `stop()` (from a signal handler)."""
+        self._run()
+
+    # -- status
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            while self._rate and self._rate[0][0] < now - 10:
+                self._rate.popleft()
+            rows_10s = sum(n for _, n in self._rate)
+            lag = {
+                f"{t}/{p}": max(0, high - self._committed.get((t, p), 0))
+                for (t, p), high in self._high.items()
+            }
+        body = dataclasses.asdict(self.stats)
+        body.update(
+            {
+                "topic": self.binding.topic,
+                "group": self.binding.group,
+                "events_per_s": round(rows_10s / 10, 1),
+                "lag": sum(lag.values()),
+                "lag_by_partition": lag,
+                "seconds_since_last_batch": (
+                    round(now - self.stats.last_batch_at, 1) if self.stats.last_batch_at else None
+                ),
+            }
+        )
+        return body
+
+    # -- the loop
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._consume_until_stopped()
+                backoff = 0.5
+            except Exception as exc:
+                self.stats.restarts += 1
+                self.stats.state = "backoff"
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "kafka consumer for %s failed (%s); restarting in %.1fs",
+                    self.binding.datasource,
+                    self.stats.last_error,
+                    backoff,
+                )
+                self._close_consumer(commit=False)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        self.stats.state = "stopped"
+
+    def _new_consumer(self) -> Any:
+        config = self.binding.consumer_config(self.brokers)
+        config["error_cb"] = self._on_error
+        if self._factory is not None:
+            return self._factory(config)
+        from confluent_kafka import Consumer
+
+        return Consumer(config)
+
+    def _consume_until_stopped(self) -> None:
+        self._pending, self._pending_rows = [], 0
+        self._uncommitted.clear()
+        self._consumer = self._new_consumer()
+        self._consumer.subscribe(
+            [self.binding.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.stats.state = "running"
+        batch_s = self.binding.batch_ms / 1000
+        deadline = time.monotonic() + batch_s
+        try:
+            while not self._stop.is_set():
+                wait = max(0.0, deadline - time.monotonic())
+                want = max(1, min(10_000, self.binding.batch_rows - self._pending_rows))
+                for message in self._consumer.consume(want, wait):
+                    if message.error():
+                        self._on_message_error(message)
+                        continue
+                    self._pending.append(message)
+                    self._pending_rows += 1
+                if self._pending_rows >= self.binding.batch_rows or (time.monotonic() >= deadline):
+                    self._flush()
+                    deadline = time.monotonic() + batch_s
+        finally:
+            self._close_consumer(commit=True)
+
+    def _flush(self) -> None:
+        """Insert what is pending, then commit its offsets (only after the insert)."""
+        messages, self._pending, self._pending_rows = self._pending, [], 0
+        if messages:
+            started = time.perf_counter()
+            datasource = self.service.datasource(self.binding.datasource)
+            batch = build_batch(datasource, messages)
+            try:
+                self.service.ingest_batch(datasource, batch)
+            except Exception:
+                self.stats.insert_errors += 1
+                raise  # the consumer restarts from the committed offsets
+            for message in messages:
+                key = (message.topic(), message.partition())
+                next_offset = message.offset() + 1
+                if next_offset > self._uncommitted.get(key, -1):
+                    self._uncommitted[key] = next_offset
+            self.stats.messages += len(messages)
+            self.stats.rows += batch.rows
+            self.stats.quarantined += len(batch.quarantined)
+            self.stats.batches += 1
+            self.stats.last_batch_at = time.time()
+            self.stats.last_batch_ms = round((time.perf_counter() - started) * 1000, 1)
+            with self._lock:
+                self._rate.append((time.time(), batch.rows))
+        self._commit()
+        self._refresh_watermarks()
+
+    def _commit(self) -> None:
+        if not self._uncommitted or self._consumer is None:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # rows are durable; if we die before a later commit succeeds they are
+            # redelivered and dropped by event_id dedup
+            self.stats.commit_errors += 1
+            self.stats.last_error = f"commit: {exc}"
+            log.warning(
+                "offset commit for %s failed (will retry): %s", self.binding.datasource, exc
+            )
+            return
+        with self._lock:
+            self._committed.update(self._uncommitted)
+        self._uncommitted.clear()
+
+    def _refresh_watermarks(self) -> None:
+        if self._consumer is None:
+            return
+        from confluent_kafka import TopicPartition
+
+        with self._lock:
+            keys = list(self._high)
+        for topic, partition in keys:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except Exception:
+                continue
+            if high >= 0:
+                with self._lock:
+                    self._high[(topic, partition)] = high
+
+    # -- callbacks (run inside consume(), on this thread)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except Exception:
+            committed = []
+        with self._lock:
+            for tp in committed:
+                self._high.setdefault((tp.topic, tp.partition), 0)
+                if tp.offset >= 0:
+                    self._committed[(tp.topic, tp.partition)] = tp.offset
+            for tp in partitions:
+                self._high.setdefault((tp.topic, tp.partition), 0)
+        log.info(
+            "kafka %s: assigned %s",
+            self.binding.datasource,
+            [f"{tp.topic}/{tp.partition}" for tp in partitions],
+        )
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # the batch may hold messages of revoked partitions: make them durable and
+        # commit before another member gets those partitions
+        self._flush()
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        with self._lock:
+            for key in revoked:
+                self._high.pop(key, None)
+                self._committed.pop(key, None)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        # partitions already belong to someone else: a commit would fail. Insert what we
+        # have anyway (dedup makes a redelivery harmless) and drop the offsets.
+        self._flush_without_commit()
+        with self._lock:
+            for tp in partitions:
+                self._high.pop((tp.topic, tp.partition), None)
+                self._committed.pop((tp.topic, tp.partition), None)
+
+    def _flush_without_commit(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        try:
+            self._flush()
+        finally:
+            self._consumer = consumer
+            self._uncommitted.clear()
+
+    def _on_error(self, error: Any) -> None:
+        self.stats.broker_errors += 1
+        self.stats.last_error = f"broker: {error}"
+        if getattr(error, "fatal", lambda: False)():
+            log.error("kafka %s: fatal error %s", self.binding.datasource, error)
+        else:
+            log.info("kafka %s: %s", self.binding.datasource, error)
+
+    def _on_message_error(self, message: Any) -> None:
+        error = message.error()
+        self.stats.broker_errors += 1
+        self.stats.last_error = f"consume: {error}"
+        if error.fatal():
+            raise RuntimeError(f"fatal Kafka error: {error}")
+        log.info("kafka %s: %s", self.binding.datasource, error)
+
+    def _close_consumer(self, *, commit: bool) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if commit:
+            try:
+                self._flush()
+            except Exception as exc:
+                log.warning("final flush of %s failed: %s", self.binding.datasource, exc)
+        self._consumer = None
+        try:
+            consumer.close()
+        except Exception as exc:
+            log.info("closing the kafka consumer: %s", exc)
+
+
+class KafkaIngestors:
+    """The consumers of one process (one per `engine = "redpoll"` binding)."""
+
+    def __init__(
+        self, service: IngestService, project_dir: Path, brokers: str, only: set[str] | None = None
+    ) -> None:
+        bindings = load_bindings(project_dir)
+        missing = (only or set()) - set(bindings)
+        if missing:
+            raise ConfigError(
+                f"no Kafka binding for {sorted(missing)} "
+                f"(expected {BINDINGS_DIR}/<datasource>.toml)"
+            )
+        self.ingestors = [
+            KafkaIngestor(service, binding, brokers)
+            for name, binding in bindings.items()
+            if binding.engine == "redpoll" and (only is None or name in only)
+        ]
+
+    def start(self) -> KafkaIngestors:
+        for ingestor in self.ingestors:
+            ingestor.start()
+        return self
+
+    def stop(self) -> None:
+        for ingestor in self.ingestors:
+            ingestor._stop.set()
+        for ingestor in self.ingestors:
+            ingestor.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {i.binding.datasource: i.status() for i in self.ingestors}
+
+    def write_status(self, path: Path) -> None:
+        """For `redpoll ingest status` when the consumers run in `redpoll ingest kafka`."""
+        body = {"pid": os.getpid(), "written_at": time.time(), "kafka": self.status()}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        tmp.replace(path)
+
+
+def group_lag(brokers: str, binding: KafkaBinding, timeout: float = 10) -> dict[str, Any]:
+    """Lag of a binding's consumer group as the broker sees it (committed vs end offsets).
+
+    Independent of any Redpoll process: it reads the group's committed offsets without
+    joining the group.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    config = binding.consumer_config(brokers)
+    consumer = Consumer(config)
+    try:
+        metadata = consumer.list_topics(binding.topic, timeout=timeout)
+        topic = metadata.topics.get(binding.topic)
+        if topic is None or topic.error is not None:
+            return {"topic": binding.topic, "error": str(topic.error if topic else "unknown")}
+        partitions = [TopicPartition(binding.topic, p) for p in sorted(topic.partitions)]
+        committed = consumer.committed(partitions, timeout=timeout)
+        by_partition: dict[str, dict[str, int]] = {}
+        total = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=timeout
+            )
+            position = tp.offset if tp.offset >= 0 else low
+            lag = max(0, high - position)
+            total += lag
+            by_partition[str(tp.partition)] = {"committed": tp.offset, "end": high, "lag": lag}
+        return {
+            "topic": binding.topic,
+            "group": binding.group,
+            "lag": total,
+            "partitions": by_partition,
+        }
+    except KafkaException as exc:
+        return {"topic": binding.topic, "group": binding.group, "error": str(exc)}
+    finally:
+        consumer.close()

@@ -1,0 +1,164 @@
+"""Kafka -> events through Redpoll's consumer against a real Kafka-protocol broker:
+exact views, quarantine with the Kafka location, offsets committed after the insert,
+broker outage recovery."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from redpoll.clickhouse.client import Client, Target
+from redpoll.errors import ConfigError
+from redpoll.ingest.kafka import KafkaIngestor, group_lag, load_bindings
+from redpoll.ingest.service import IngestService
+from redpoll.testing_kafka import MockKafka
+from tests.kafka.conftest import Stream, make_events, wait_for
+from tests.test_views_exact import observed, oracle
+
+
+def caught_up(kafka: MockKafka, project: Path) -> bool:
+    lag = group_lag(kafka.bootstrap, load_bindings(project)["events"], timeout=5)
+    return lag.get("lag") == 0 and all(
+        p["committed"] >= 0 or p["end"] == 0 for p in lag["partitions"].values())
+
+
+def assert_exact(client: Client, target: Target, stream: Stream) -> None:
+    got = observed(client, target.database)
+    want = oracle(list(stream.distinct.values()))
+    assert got["events"] == want["events"], "events differ from the distinct valid events"
+    for view in ("co_purchase", "trending", "user_history", "user_item_stats"):
+        assert got[view] == want[view], view
+
+
+def test_topic_to_views_exact_with_duplicates_and_malformed(
+        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
+        admin_client: Client, ch_target: Target) -> None:
+    stream.send(make_events(2500, seed=1), duplicates=0.15, idless=40, malformed=11, seed=1)
+    stream.flush()
+    binding = load_bindings(kafka_project)["events"]
+    ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
+    try:
+        # more while it runs, including re-sends of already stored events
+        stream.send(make_events(1500, seed=2), duplicates=0.1, malformed=4, seed=2)
+        stream.send(make_events(300, seed=1), duplicates=0.0, seed=3)
+        stream.flush()
+        wait_for(lambda: caught_up(kafka, kafka_project), 60, "the consumer to catch up")
+        status = ingestor.status()
+    finally:
+        ingestor.stop()
+    assert status["state"] == "running" and status["lag"] == 0
+    assert status["messages"] == stream.messages
+    assert status["quarantined"] == stream.malformed
+    assert status["batches"] >= 3
+    assert_exact(admin_client, ch_target, stream)
+
+    bad = admin_client.query(
+        "SELECT line, column, error, raw FROM events_quarantine ORDER BY raw").result_rows
+    assert len(bad) == stream.malformed
+    for line, column, _error, _raw in bad:
+        _field, where = column.split("@")
+        t, partition, offset = where.split("/")
+        assert t == stream.topic and int(offset) == line and 0 <= int(partition) < 4
+    assert {c.split("@")[0] for _, c, _, _ in bad} == {"", "quantity", "ts"}
+
+
+def test_uncommitted_batch_is_redelivered_without_double_counting(
+        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
+        admin_client: Client, ch_target: Target) -> None:
+    """A consumer that inserted but died before committing: the next one replays."""
+    stream.send(make_events(1200, seed=5), idless=30, seed=5)
+    stream.flush()
+    binding = load_bindings(kafka_project)["events"]
+    crashed = KafkaIngestor(service, binding, kafka.bootstrap)
+    crashed._commit = lambda: None  # type: ignore[method-assign]  # never commits
+    crashed.start()
+    wait_for(lambda: crashed.stats.messages >= stream.messages, 60, "first consumer")
+    crashed.stop()
+    stored = [r[0] for r in admin_client.query("SELECT event_id FROM events").result_rows]
+    assert len(stored) == len(set(stored)) == len(stream.distinct), (
+        sorted(set(stored) ^ set(stream.distinct))[:5])
+    lag = group_lag(kafka.bootstrap, binding)
+    assert lag["lag"] == stream.messages  # nothing was committed: all will be replayed
+
+    again = KafkaIngestor(service, binding, kafka.bootstrap).start()
+    try:
+        wait_for(lambda: caught_up(kafka, kafka_project), 60, "the second consumer")
+        assert again.stats.messages == stream.messages  # everything redelivered
+    finally:
+        again.stop()
+    assert_exact(admin_client, ch_target, stream)
+
+
+def test_broker_outage_consumer_recovers(
+        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
+        admin_client: Client, ch_target: Target) -> None:
+    binding = load_bindings(kafka_project)["events"]
+    ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
+    try:
+        stream.send(make_events(1000, seed=7), seed=7)
+        stream.flush()
+        wait_for(lambda: caught_up(kafka, kafka_project), 60, "catch up before the outage")
+        kafka.all_down()
+        try:
+            stream.send(make_events(1000, seed=8), idless=10, malformed=3, seed=8)  # buffered
+            time.sleep(4)
+            assert ingestor._thread is not None and ingestor._thread.is_alive()
+            assert ingestor.stats.broker_errors > 0
+        finally:
+            kafka.all_up()
+        stream.flush()
+        wait_for(lambda: caught_up(kafka, kafka_project), 90, "catch up after the outage")
+        assert ingestor.status()["state"] == "running"
+    finally:
+        ingestor.stop()
+    assert_exact(admin_client, ch_target, stream)
+
+
+def test_consumer_shares_the_service_with_concurrent_http_style_ingest(
+        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
+        admin_client: Client, ch_target: Target) -> None:
+    """Kafka and direct `service.ingest` calls go through one writer: still exact."""
+    binding = load_bindings(kafka_project)["events"]
+    ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
+    extra = make_events(600, seed=11, prefix="http")
+
+    def post() -> None:
+        import json
+        for i in range(0, len(extra), 50):
+            service.ingest("events", "\n".join(json.dumps(e) for e in extra[i:i + 50]).encode())
+
+    try:
+        poster = threading.Thread(target=post)
+        poster.start()
+        stream.send(make_events(2000, seed=12), seed=12)
+        stream.flush()
+        poster.join()
+        wait_for(lambda: caught_up(kafka, kafka_project), 60, "catch up")
+    finally:
+        ingestor.stop()
+    for e in extra:
+        stream.distinct[e["event_id"]] = e
+    assert_exact(admin_client, ch_target, stream)
+
+
+def test_binding_validation(tmp_path: Path) -> None:
+    (tmp_path / "kafka").mkdir()
+    path = tmp_path / "kafka" / "events.toml"
+    path.write_text('topic = "t"\n[properties]\n"sasl.password" = "hunter2"\n')
+    with pytest.raises(ConfigError, match="secret"):
+        load_bindings(tmp_path)
+    path.write_text('topic = "t"\n[properties]\n"sasl.password" = "${KPW}"\n')
+    with pytest.raises(ConfigError, match="KPW"):
+        load_bindings(tmp_path, environ={})
+    binding = load_bindings(tmp_path, environ={"KPW": "s3"})["events"]
+    assert binding.consumer_config("b:1")["sasl.password"] == "s3"
+    assert binding.group == "redpoll-events" and binding.format == "JSONEachRow"
+    path.write_text('topic = "t"\nformat = "CSV"\n')
+    with pytest.raises(ConfigError, match="format"):
+        load_bindings(tmp_path)
+    path.write_text('topic = "t"\ntopik = "x"\n')
+    with pytest.raises(ConfigError, match="unknown"):
+        load_bindings(tmp_path)
