@@ -7,6 +7,7 @@ here and the server runs it with its own clients.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -16,6 +17,7 @@ from litestar.params import JSONBody
 
 from redpoll.api.auth import admin_guard
 from redpoll.clickhouse.query import run_admin_sql
+from redpoll.ingest.writer import check_view
 
 __all__ = ("AdminController",)
 
@@ -27,6 +29,10 @@ class MigrateUpRequest(msgspec.Struct, forbid_unknown_fields=True):
 class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
     query: str
     format: str = "table"
+
+
+class BackfillRequest(msgspec.Struct, forbid_unknown_fields=True):
+    view: str
 
 
 class AdminController(Controller):
@@ -57,3 +63,10 @@ class AdminController(Controller):
     def sql(self, state: State, data: JSONBody[SqlRequest]) -> Response[bytes]:
         body = run_admin_sql(state.store, data.query, data.format)
         return Response(body, media_type="text/plain; charset=utf-8")
+
+    @post("/backfill", sync_to_thread=True, status_code=200)
+    def backfill(self, state: State, data: JSONBody[BackfillRequest]) -> dict[str, Any]:
+        """Recompute a view's tables from `events` without stopping the server."""
+        started = time.perf_counter()
+        state.ingest.rebuild_view(check_view(data.view))
+        return {"view": data.view, "seconds": round(time.perf_counter() - started, 3)}

@@ -51,12 +51,14 @@ class EventsController(Controller):
         body: RawBody,
         name: FromQuery[str | None] = None,
         wait: FromQuery[str] = "false",
+        line_offset: FromQuery[int] = 0,
     ) -> Response[dict[str, int]]:
         """Append rows to a data source."""
         if not name:
             raise ParameterError("missing required parameter 'name' (the data source)")
         data = decode_body(body, request.headers.get("content-encoding", ""))
-        result = state.ingest.ingest(name, data)
+        # line_offset (Redpoll extension): quarantine line numbers relative to a file
+        result = state.ingest.ingest(name, data, first_line=line_offset + 1)
         status = 200 if wait.lower() in {"true", "1"} else 202
         return Response(
             {

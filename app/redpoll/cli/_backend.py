@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from redpoll.clickhouse.lock import ServerInfo, read_server_info
 from redpoll.clickhouse.query import run_admin_sql
 from redpoll.errors import RedpollError
 from redpoll.ingest.service import IngestService
+from redpoll.ingest.writer import check_view
 from redpoll.settings import Settings
 from redpoll.store import Store
 
@@ -29,7 +31,8 @@ class Backend(Protocol):
     def migrate_up(self, to: int | None) -> dict[str, Any]: ...
     def migrate_unlock(self) -> bool: ...
     def sql(self, query: str, output: str) -> bytes: ...
-    def ingest(self, datasource: str, ndjson: bytes) -> dict[str, int]: ...
+    def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]: ...
+    def backfill(self, view: str) -> dict[str, Any]: ...
 
 
 class LocalBackend:
@@ -50,14 +53,22 @@ class LocalBackend:
     def sql(self, query: str, output: str) -> bytes:
         return run_admin_sql(self.store, query, output)
 
-    def ingest(self, datasource: str, ndjson: bytes) -> dict[str, int]:
+    def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
         if self._ingest is None:
             self._ingest = IngestService(self.store.target, self.store.settings.project_dir)
-        result = self._ingest.ingest(datasource, ndjson)
+        result = self._ingest.ingest(datasource, ndjson, first_line=line_offset + 1)
         return {
             "successful_rows": result.successful_rows,
             "quarantined_rows": result.quarantined_rows,
         }
+
+    def backfill(self, view: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        check_view(view)
+        if self._ingest is None:
+            self._ingest = IngestService(self.store.target, self.store.settings.project_dir)
+        self._ingest.rebuild_view(view)
+        return {"view": view, "seconds": round(time.perf_counter() - started, 3)}
 
     def close(self) -> None:
         if self._ingest is not None:
@@ -98,10 +109,15 @@ class RemoteBackend:
     def sql(self, query: str, output: str) -> bytes:
         return self._call("POST", "/sql", {"query": query, "format": output}).content
 
-    def ingest(self, datasource: str, ndjson: bytes) -> dict[str, int]:
+    def backfill(self, view: str) -> dict[str, Any]:
+        return self._call("POST", "/backfill", {"view": view}).json()
+
+    def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
         try:
             response = self.events.post(
-                "/v0/events", params={"name": datasource, "wait": "true"}, content=ndjson
+                "/v0/events",
+                params={"name": datasource, "wait": "true", "line_offset": line_offset},
+                content=ndjson,
             )
         except httpx.HTTPError as exc:
             raise RedpollError(f"the running server did not answer ({exc})") from exc

@@ -9,6 +9,7 @@ import click
 
 from redpoll import __version__
 from redpoll.api.errors import translate_database_error
+from redpoll.cli.commands.backfill import backfill
 from redpoll.cli.commands.core import init, serve, sql
 from redpoll.cli.commands.endpoints import endpoints
 from redpoll.cli.commands.ingest import ingest
@@ -40,7 +41,7 @@ def cli() -> None:
     """Redpoll: SQL-first real-time recommendations and analytics on ClickHouse."""
 
 
-for command in (init, migrate, serve, sql, load_command, endpoints, ingest):
+for command in (init, migrate, serve, sql, load_command, backfill, endpoints, ingest):
     cli.add_command(command)
 
 

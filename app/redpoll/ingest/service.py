@@ -210,12 +210,12 @@ class IngestService:
             raise EndpointNotFound(f"Data Source '{name}' not found")
         return found
 
-    def ingest(self, name: str, body: bytes) -> IngestResult:
+    def ingest(self, name: str, body: bytes, first_line: int = 1) -> IngestResult:
         """Validate `body` and insert its good rows; returns once they are durable."""
         datasource = self.datasource(name)
         if not body.strip():
             raise ConfigError("empty body: send NDJSON, a JSON object or a JSON array")
-        batch = validate_rows(datasource, parse_body(body))
+        batch = validate_rows(datasource, parse_body(body, first_line))
         return self.ingest_batch(datasource, batch)
 
     def ingest_batch(self, datasource: DataSource, batch: ValidatedBatch) -> IngestResult:
@@ -235,6 +235,13 @@ class IngestService:
                 )
                 self._committers[datasource.name] = committer
             return committer
+
+    def rebuild_view(self, view: str) -> None:
+        """Recompute a view from `events` between two inserts of the events writer."""
+        writer = self._committer(self.datasource("events")).writer
+        if writer is None:
+            raise ConfigError("the events data source has no landing table")
+        writer.rebuild_view(view)
 
     def open_writers(self) -> None:
         """Start a committer for every data source now: crash repair runs at startup,

@@ -44,22 +44,25 @@ class ValidatedBatch:
     received_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
-def parse_body(body: bytes) -> list[tuple[int, bytes, Any]]:
+def parse_body(body: bytes, first_line: int = 1) -> list[tuple[int, bytes, Any]]:
     """Split a body into `(line number, raw bytes, decoded value or _MISSING)`.
 
     A body whose first character is `[` is one JSON array; otherwise each non-empty line
-    is one JSON document (which also covers a single object).
+    is one JSON document (which also covers a single object). `first_line` numbers the
+    lines of a chunk as lines of the file it came from (`redpoll load`).
     """
     stripped = body.strip()
     if stripped.startswith(b"["):
         try:
             items = _decode(stripped)
         except msgspec.DecodeError:
-            return [(1, stripped, _MISSING)]
+            return [(first_line, stripped, _MISSING)]
         if isinstance(items, list):
-            return [(i + 1, msgspec.json.encode(item), item) for i, item in enumerate(items)]
+            return [
+                (first_line + i, msgspec.json.encode(item), item) for i, item in enumerate(items)
+            ]
     out = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
+    for number, line in enumerate(body.split(b"\n"), start=first_line):
         line = line.strip()
         if not line:
             continue

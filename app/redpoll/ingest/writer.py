@@ -52,6 +52,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redpoll.errors import ConfigError
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -146,6 +148,12 @@ class EventWriter:
         if self.journal is not None:
             self.journal.unlink(missing_ok=True)
         log.warning("views rebuilt from events in %.1f s", time.perf_counter() - started)
+
+    def rebuild_view(self, view: str) -> None:
+        """`backfill` one view while holding this writer's lock, so no batch is inserted
+        meanwhile (a concurrent insert could otherwise be counted twice or missed)."""
+        with self._lock:
+            backfill(self.client, self.database, view)
 
     def _mark_in_flight(self, batch: int) -> None:
         if self.journal is None:
@@ -317,11 +325,16 @@ VIEWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+def check_view(view: str) -> str:
+    """`view` if it is a view `backfill` knows, else a ConfigError listing them."""
+    if view not in VIEWS:
+        raise ConfigError(f"unknown view {view!r}; known: {', '.join(sorted(VIEWS))}")
+    return view
+
+
 def backfill_queries(database: str, view: str) -> list[str]:
     """The statements `backfill` runs for `view` (TRUNCATEs, then INSERT ... SELECTs)."""
-    if view not in VIEWS:
-        raise KeyError(f"unknown view {view!r}; known: {sorted(VIEWS)}")
-    tables, inserts = VIEWS[view]
+    tables, inserts = VIEWS[check_view(view)]
     statements = [f"TRUNCATE TABLE IF EXISTS {database}.{table}" for table in tables]
     statements += [query.format(db=database) for query in inserts]
     return statements

@@ -38,10 +38,15 @@ def ingest() -> None:
 @ingest.command("kafka")
 @project_option
 @brokers_option
-@click.option("--datasource", "datasources", multiple=True,
-              help="Only these data sources (default: every kafka/*.toml binding).")
-def kafka_command(project_dir: str | None, brokers: str | None,
-                  datasources: tuple[str, ...]) -> None:
+@click.option(
+    "--datasource",
+    "datasources",
+    multiple=True,
+    help="Only these data sources (default: every kafka/*.toml binding).",
+)
+def kafka_command(
+    project_dir: str | None, brokers: str | None, datasources: tuple[str, ...]
+) -> None:
     """Consume the project's Kafka bindings until SIGTERM/Ctrl-C (no HTTP server).
 
     Inserts through the same validation and writer as the events API; commits offsets
@@ -63,23 +68,29 @@ def kafka_command(project_dir: str | None, brokers: str | None,
         if info is not None:
             raise RedpollError(
                 f"`redpoll serve` (pid {info.pid}) holds this project's embedded store and "
-                "runs its Kafka consumers itself; see `redpoll ingest status`")
+                "runs its Kafka consumers itself; see `redpoll ingest status`"
+            )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with Store.open(settings, "redpoll ingest kafka") as store:
         service = IngestService(store.target, settings.project_dir)
         try:
-            ingestors = KafkaIngestors(service, settings.project_dir, settings.kafka_brokers,
-                                       only=set(datasources) or None)
+            ingestors = KafkaIngestors(
+                service, settings.project_dir, settings.kafka_brokers, only=set(datasources) or None
+            )
             if not ingestors.ingestors:
-                raise ConfigError("no Kafka binding with engine = \"redpoll\" "
-                                  "(expected kafka/<datasource>.toml)")
+                raise ConfigError(
+                    'no Kafka binding with engine = "redpoll" (expected kafka/<datasource>.toml)'
+                )
             status_path = settings.state_dir / STATUS_FILE
             settings.state_dir.mkdir(parents=True, exist_ok=True)
             ingestors.start()
-            click.echo(f"consuming {[i.binding.topic for i in ingestors.ingestors]} from "
-                       f"{settings.kafka_brokers}; Ctrl-C to stop", err=True)
+            click.echo(
+                f"consuming {[i.binding.topic for i in ingestors.ingestors]} from "
+                f"{settings.kafka_brokers}; Ctrl-C to stop",
+                err=True,
+            )
             try:
                 while not stop.wait(1.0):
                     ingestors.write_status(status_path)
@@ -103,8 +114,11 @@ def status_command(project_dir: str | None, brokers: str | None, as_json: bool) 
     bindings = load_bindings(settings.project_dir)
     report: dict[str, Any] = {"process": _process_status(settings), "bindings": {}}
     for name, binding in bindings.items():
-        entry: dict[str, Any] = {"topic": binding.topic, "group": binding.group,
-                                 "engine": binding.engine}
+        entry: dict[str, Any] = {
+            "topic": binding.topic,
+            "group": binding.group,
+            "engine": binding.engine,
+        }
         if settings.kafka_brokers:
             entry["broker"] = group_lag(settings.kafka_brokers, binding, timeout=5)
         consumer = (report["process"].get("kafka") or {}).get(name)
@@ -123,10 +137,12 @@ def status_command(project_dir: str | None, brokers: str | None, as_json: bool) 
         line = f"{name}: topic {entry['topic']} group {entry['group']} lag {lag}"
         consumer = entry.get("consumer")
         if consumer:
-            line += (f" | {consumer['state']} {consumer['events_per_s']} ev/s, "
-                     f"{consumer['rows']} rows, {consumer['quarantined']} quarantined, "
-                     f"errors insert={consumer['insert_errors']} "
-                     f"broker={consumer['broker_errors']} commit={consumer['commit_errors']}")
+            line += (
+                f" | {consumer['state']} {consumer['events_per_s']} ev/s, "
+                f"{consumer['rows']} rows, {consumer['quarantined']} quarantined, "
+                f"errors insert={consumer['insert_errors']} "
+                f"broker={consumer['broker_errors']} commit={consumer['commit_errors']}"
+            )
             if consumer.get("last_error"):
                 line += f" | last error: {consumer['last_error']}"
         click.echo(line)
@@ -139,8 +155,10 @@ def _process_status(settings: Any) -> dict[str, Any]:
         if info is not None:
             try:
                 response = httpx.get(
-                    f"{info.url}/redpoll/v1/admin/ingest/status", timeout=10,
-                    headers={"Authorization": f"Bearer {info.admin_token}"})
+                    f"{info.url}/redpoll/v1/admin/ingest/status",
+                    timeout=10,
+                    headers={"Authorization": f"Bearer {info.admin_token}"},
+                )
                 response.raise_for_status()
             except httpx.HTTPError as exc:
                 return {"where": f"redpoll serve pid {info.pid} (no answer: {exc})"}
@@ -166,8 +184,9 @@ def _alive(pid: int) -> bool:
 @brokers_option
 @click.argument("datasource")
 @click.option("--write", is_flag=True, help="Write it as the next file in migrations/.")
-def kafka_sql_command(project_dir: str | None, brokers: str | None, datasource: str,
-                      write: bool) -> None:
+def kafka_sql_command(
+    project_dir: str | None, brokers: str | None, datasource: str, write: bool
+) -> None:
     """Print the ClickHouse Kafka-engine migration for DATASOURCE's binding (server mode)."""
     from redpoll.cli._backend import open_backend
     from redpoll.ingest.kafka import load_bindings
@@ -178,12 +197,15 @@ def kafka_sql_command(project_dir: str | None, brokers: str | None, datasource: 
     if binding is None:
         raise ConfigError(f"no binding kafka/{datasource}.toml")
     if not settings.kafka_brokers:
-        raise ConfigError("no Kafka brokers: set REDPOLL_KAFKA_BROKERS or pass --brokers "
-                          "(the list as the ClickHouse server reaches the brokers)")
+        raise ConfigError(
+            "no Kafka brokers: set REDPOLL_KAFKA_BROKERS or pass --brokers "
+            "(the list as the ClickHouse server reaches the brokers)"
+        )
     with open_backend(settings, "redpoll ingest kafka-sql") as backend:
         columns, uses_landing = _columns(backend, datasource)
-    text = kafka_engine_sql(binding, columns, uses_landing=uses_landing,
-                            brokers=settings.kafka_brokers)
+    text = kafka_engine_sql(
+        binding, columns, uses_landing=uses_landing, brokers=settings.kafka_brokers
+    )
     if not write:
         sys.stdout.write(text)
         return
@@ -196,17 +218,22 @@ def kafka_sql_command(project_dir: str | None, brokers: str | None, datasource: 
 
 def _columns(backend: Any, datasource: str) -> tuple[list[tuple[str, str, str]], bool]:
     quote_identifier(datasource)  # a plain identifier, safe to embed below
-    rows = json.loads(backend.sql(
-        "SELECT table, name, type, default_kind, default_expression FROM system.columns "
-        f"WHERE database = currentDatabase() AND table IN ('{datasource}', "
-        f"'{datasource}_landing') ORDER BY table, position", "json"))["data"]
+    rows = json.loads(
+        backend.sql(
+            "SELECT table, name, type, default_kind, default_expression FROM system.columns "
+            f"WHERE database = currentDatabase() AND table IN ('{datasource}', "
+            f"'{datasource}_landing') ORDER BY table, position",
+            "json",
+        )
+    )["data"]
     landing = [r for r in rows if r["table"] == f"{datasource}_landing"]
     chosen = landing or rows
     if not chosen:
         raise ConfigError(f"table {datasource} does not exist: run `redpoll migrate up` first")
-    columns = [(r["name"], r["type"],
-                r["default_expression"] if r["default_kind"] == "DEFAULT" else "")
-               for r in chosen
-               if r["default_kind"] not in {"MATERIALIZED", "ALIAS", "EPHEMERAL"}
-               and not (landing and r["name"] == "batch")]
+    columns = [
+        (r["name"], r["type"], r["default_expression"] if r["default_kind"] == "DEFAULT" else "")
+        for r in chosen
+        if r["default_kind"] not in {"MATERIALIZED", "ALIAS", "EPHEMERAL"}
+        and not (landing and r["name"] == "batch")
+    ]
     return columns, bool(landing)

@@ -41,8 +41,10 @@ def load_command(
         ) as bar,
     ):
         position = 0
-        for chunk, _rows, consumed in read_chunks(file, fmt, chunk_rows):
-            result = backend.ingest(datasource, chunk)
+        line = 1 if fmt == "csv" else 0  # quarantine lines count from the file's top
+        for chunk, rows, consumed in read_chunks(file, fmt, chunk_rows):
+            result = backend.ingest(datasource, chunk, line_offset=line)
+            line += rows
             ok += result["successful_rows"]
             quarantined += result["quarantined_rows"]
             bar.update(consumed - position)
