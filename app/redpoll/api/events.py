@@ -12,12 +12,13 @@ import gzip
 import zlib
 from typing import Any
 
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Litestar, Request, Response, post
 from litestar.datastructures import State
 from litestar.params import FromQuery, RawBody
 
 from redpoll.api.auth import append_guard
 from redpoll.errors import ConfigError, ParameterError
+from redpoll.ingest.service import IngestService
 
 __all__ = ("EventsController",)
 
@@ -69,16 +70,14 @@ class EventsController(Controller):
         )
 
 
-def start_ingest(app: Any) -> None:
+def start_ingest(app: Litestar) -> None:
     """Startup hook: the ingestion service on `app.state.ingest`."""
-    from redpoll.ingest.service import IngestService
-
     store = app.state.store
     app.state.ingest = IngestService(store.target, store.settings.project_dir)
     app.state.ingest.open_writers()
 
 
-def stop_ingest(app: Any) -> None:
+def stop_ingest(app: Litestar) -> None:
     """Shutdown hook: finish queued inserts, then close the committers' clients."""
     service = getattr(app.state, "ingest", None)
     if service is not None:
