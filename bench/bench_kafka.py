@@ -114,8 +114,8 @@ def main() -> None:
             visible: dict[str, float] = {}
             original = service.ingest_batch
 
-            def timed(datasource: Any, batch: Any) -> Any:
-                result = original(datasource, batch)
+            def timed(datasource: Any, batch: Any, **kwargs: Any) -> Any:
+                result = original(datasource, batch, **kwargs)
                 now = time.perf_counter()
                 for event_id in batch.columns["event_id"]:
                     visible.setdefault(event_id, now)

@@ -12,6 +12,7 @@ line and answers `ok` or `error <text>`:
     topic NAME PARTITIONS     create a topic
     down BROKER_ID            disconnect a broker and refuse new connections (outage)
     up BROKER_ID              accept connections again
+    rtt BROKER_ID MS          delay every response of a broker by MS (0: none)
     quit
 
 `MockKafka` wraps it: `with MockKafka() as kafka: kafka.bootstrap ...`.
@@ -66,6 +67,8 @@ def _load_librdkafka() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.rd_kafka_mock_broker_set_rtt.restype = ctypes.c_int
+    lib.rd_kafka_mock_broker_set_rtt.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int]
     lib.rd_kafka_mock_group_initial_rebalance_delay_ms.restype = None
     lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.rd_kafka_err2str.restype = ctypes.c_char_p
@@ -101,6 +104,8 @@ def _serve(brokers: int) -> None:
             err = lib.rd_kafka_mock_broker_set_down(cluster, int(words[1]))
         elif words[0] == "up":
             err = lib.rd_kafka_mock_broker_set_up(cluster, int(words[1]))
+        elif words[0] == "rtt":
+            err = lib.rd_kafka_mock_broker_set_rtt(cluster, int(words[1]), int(words[2]))
         else:
             print(f"error unknown command {words[0]!r}", flush=True)
             continue
@@ -151,6 +156,10 @@ class MockKafka:
 
     def broker_up(self, broker_id: int = 1) -> None:
         self._command(f"up {broker_id}")
+
+    def broker_rtt(self, rtt_ms: int, broker_id: int = 1) -> None:
+        """Delay every response of a broker by `rtt_ms` (a slow or overloaded broker)."""
+        self._command(f"rtt {broker_id} {rtt_ms}")
 
     def all_down(self) -> None:
         for broker in range(1, self.brokers + 1):

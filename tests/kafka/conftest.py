@@ -4,6 +4,7 @@ data sources bound to that topic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from redpoll.clickhouse.client import Client, Target
+from redpoll.ingest.kafka import GroupLag, load_bindings
 from redpoll.ingest.service import IngestService
 from redpoll.settings import load_settings
 from redpoll.store import Store
@@ -39,6 +41,19 @@ def topic(kafka: MockKafka) -> str:
     return name
 
 
+#: Consumer properties for tests. librdkafka's mock cluster does not honour a member's
+#: LeaveGroup: the next member of the group waits for the departed one's session timeout
+#: (45 s by default) before it gets partitions. A short session makes every restart (and
+#: every kill -9) cost ~1 s. Heartbeats run on librdkafka's own thread, so a slow insert
+#: does not expire the session.
+TEST_PROPERTIES = {"session.timeout.ms": "1500", "heartbeat.interval.ms": "200"}
+
+
+def properties_toml(properties: dict[str, str] | None = None) -> str:
+    items = (properties or TEST_PROPERTIES).items()
+    return "\n[properties]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in items)
+
+
 def write_project(project: Path, topic: str, **binding: Any) -> Path:
     project.mkdir(parents=True, exist_ok=True)
     for folder in ("sql", "migrations"):
@@ -46,7 +61,8 @@ def write_project(project: Path, topic: str, **binding: Any) -> Path:
     (project / "kafka").mkdir(exist_ok=True)
     lines = [f'topic = "{topic}"', f'group = "g-{topic}"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in binding.items()]
-    (project / "kafka" / "events.toml").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n" + properties_toml()
+    (project / "kafka" / "events.toml").write_text(text)
     return project
 
 
@@ -63,6 +79,13 @@ def service(kafka_project: Path, ch_target: Target, admin_client: Client
     svc = IngestService(ch_target, kafka_project)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def lag(kafka: MockKafka, kafka_project: Path) -> Iterator[GroupLag]:
+    """The binding's group lag as the broker sees it (`lag.caught_up()`), one client."""
+    with GroupLag(kafka.bootstrap, load_bindings(kafka_project)["events"]) as probe:
+        yield probe
 
 
 def make_events(n: int, seed: int, prefix: str = "k") -> list[dict[str, Any]]:
@@ -89,8 +112,11 @@ class Stream:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
+        self.bootstrap = bootstrap
+        # idempotent: a producer retry must not write a message twice (an id-less
+        # message written twice is two events with different derived ids)
         self.producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap,
-                                                  "linger.ms": 5})
+                                                  "linger.ms": 5, "enable.idempotence": True})
         self.distinct: dict[str, dict[str, Any]] = {}
         self.malformed = 0
         self.messages = 0
@@ -129,6 +155,37 @@ class Stream:
 
     def flush(self) -> None:
         assert self.producer.flush(30) == 0
+
+    def verify_topic(self) -> None:
+        """The topic holds exactly what this producer sent, once: what the test expects
+        is computed from the producer's side, so a message the broker holds twice (a
+        producer retry) would show up as a consumer bug. Reads the topic back."""
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": self.bootstrap,
+                                             "group.id": f"verify-{uuid.uuid4().hex}",
+                                             "enable.auto.commit": False})
+        try:
+            topic = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            ends = {p: consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(self.topic, p), timeout=10)[1]
+                for p in topic.partitions}
+            consumer.assign([confluent_kafka.TopicPartition(self.topic, p, 0) for p in ends])
+            idless: set[str] = set()
+            read = 0
+            deadline = time.monotonic() + 30
+            while read < sum(ends.values()) and time.monotonic() < deadline:
+                for m in consumer.consume(10_000, 0.5):
+                    if m.error():
+                        continue
+                    read += 1
+                    with contextlib.suppress(ValueError):
+                        doc = json.loads(m.value())
+                        if isinstance(doc, dict) and not doc.get("event_id"):
+                            idless.add(f"{m.topic()}:{m.partition()}:{m.offset()}")
+        finally:
+            consumer.close()
+        assert read == sum(ends.values()) == self.messages, (
+            f"the topic holds {sum(ends.values())} messages, the producer sent {self.messages}")
+        assert idless <= set(self.distinct), sorted(idless - set(self.distinct))
 
 
 @pytest.fixture

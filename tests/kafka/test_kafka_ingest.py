@@ -12,20 +12,15 @@ import pytest
 
 from redpoll.clickhouse.client import Client, Target
 from redpoll.errors import ConfigError
-from redpoll.ingest.kafka import KafkaIngestor, group_lag, load_bindings
+from redpoll.ingest.kafka import GroupLag, KafkaIngestor, dedup_token, group_lag, load_bindings
 from redpoll.ingest.service import IngestService
 from redpoll.testing_kafka import MockKafka
 from tests.kafka.conftest import Stream, make_events, wait_for
 from tests.test_views_exact import observed, oracle
 
 
-def caught_up(kafka: MockKafka, project: Path) -> bool:
-    lag = group_lag(kafka.bootstrap, load_bindings(project)["events"], timeout=5)
-    return lag.get("lag") == 0 and all(
-        p["committed"] >= 0 or p["end"] == 0 for p in lag["partitions"].values())
-
-
 def assert_exact(client: Client, target: Target, stream: Stream) -> None:
+    stream.verify_topic()
     got = observed(client, target.database)
     want = oracle(list(stream.distinct.values()))
     assert got["events"] == want["events"], "events differ from the distinct valid events"
@@ -35,7 +30,7 @@ def assert_exact(client: Client, target: Target, stream: Stream) -> None:
 
 def test_topic_to_views_exact_with_duplicates_and_malformed(
         kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        admin_client: Client, ch_target: Target) -> None:
+        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
     stream.send(make_events(2500, seed=1), duplicates=0.15, idless=40, malformed=11, seed=1)
     stream.flush()
     binding = load_bindings(kafka_project)["events"]
@@ -45,7 +40,7 @@ def test_topic_to_views_exact_with_duplicates_and_malformed(
         stream.send(make_events(1500, seed=2), duplicates=0.1, malformed=4, seed=2)
         stream.send(make_events(300, seed=1), duplicates=0.0, seed=3)
         stream.flush()
-        wait_for(lambda: caught_up(kafka, kafka_project), 60, "the consumer to catch up")
+        wait_for(lag.caught_up, 60, "the consumer to catch up")
         status = ingestor.status()
     finally:
         ingestor.stop()
@@ -67,7 +62,7 @@ def test_topic_to_views_exact_with_duplicates_and_malformed(
 
 def test_uncommitted_batch_is_redelivered_without_double_counting(
         kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        admin_client: Client, ch_target: Target) -> None:
+        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
     """A consumer that inserted but died before committing: the next one replays."""
     stream.send(make_events(1200, seed=5), idless=30, seed=5)
     stream.flush()
@@ -77,15 +72,15 @@ def test_uncommitted_batch_is_redelivered_without_double_counting(
     crashed.start()
     wait_for(lambda: crashed.stats.messages >= stream.messages, 60, "first consumer")
     crashed.stop()
+    stream.verify_topic()
     stored = [r[0] for r in admin_client.query("SELECT event_id FROM events").result_rows]
     assert len(stored) == len(set(stored)) == len(stream.distinct), (
         sorted(set(stored) ^ set(stream.distinct))[:5])
-    lag = group_lag(kafka.bootstrap, binding)
-    assert lag["lag"] == stream.messages  # nothing was committed: all will be replayed
+    assert group_lag(kafka.bootstrap, binding)["lag"] == stream.messages  # none committed
 
     again = KafkaIngestor(service, binding, kafka.bootstrap).start()
     try:
-        wait_for(lambda: caught_up(kafka, kafka_project), 60, "the second consumer")
+        wait_for(lag.caught_up, 60, "the second consumer")
         assert again.stats.messages == stream.messages  # everything redelivered
     finally:
         again.stop()
@@ -94,23 +89,23 @@ def test_uncommitted_batch_is_redelivered_without_double_counting(
 
 def test_broker_outage_consumer_recovers(
         kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        admin_client: Client, ch_target: Target) -> None:
+        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
     binding = load_bindings(kafka_project)["events"]
     ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
     try:
         stream.send(make_events(1000, seed=7), seed=7)
         stream.flush()
-        wait_for(lambda: caught_up(kafka, kafka_project), 60, "catch up before the outage")
+        wait_for(lag.caught_up, 60, "catch up before the outage")
         kafka.all_down()
         try:
             stream.send(make_events(1000, seed=8), idless=10, malformed=3, seed=8)  # buffered
-            time.sleep(4)
+            wait_for(lambda: ingestor.stats.broker_errors > 0, 20, "the consumer to notice")
+            time.sleep(1)  # consume() keeps failing meanwhile
             assert ingestor._thread is not None and ingestor._thread.is_alive()
-            assert ingestor.stats.broker_errors > 0
         finally:
             kafka.all_up()
         stream.flush()
-        wait_for(lambda: caught_up(kafka, kafka_project), 90, "catch up after the outage")
+        wait_for(lag.caught_up, 90, "catch up after the outage")
         assert ingestor.status()["state"] == "running"
     finally:
         ingestor.stop()
@@ -119,7 +114,7 @@ def test_broker_outage_consumer_recovers(
 
 def test_consumer_shares_the_service_with_concurrent_http_style_ingest(
         kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        admin_client: Client, ch_target: Target) -> None:
+        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
     """Kafka and direct `service.ingest` calls go through one writer: still exact."""
     binding = load_bindings(kafka_project)["events"]
     ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
@@ -136,7 +131,7 @@ def test_consumer_shares_the_service_with_concurrent_http_style_ingest(
         stream.send(make_events(2000, seed=12), seed=12)
         stream.flush()
         poster.join()
-        wait_for(lambda: caught_up(kafka, kafka_project), 60, "catch up")
+        wait_for(lag.caught_up, 60, "catch up")
     finally:
         ingestor.stop()
     for e in extra:
@@ -162,3 +157,57 @@ def test_binding_validation(tmp_path: Path) -> None:
     path.write_text('topic = "t"\ntopik = "x"\n')
     with pytest.raises(ConfigError, match="unknown"):
         load_bindings(tmp_path)
+
+
+def test_batch_carries_its_offset_range_as_dedup_token(
+        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
+        lag: GroupLag) -> None:
+    """Each Kafka batch reaches `EventWriter.insert` with its topic/partition/offset range
+    as `insert_deduplication_token` (inserted alone: one consumer, nothing to group)."""
+    service.open_writers()
+    writer = service._committers["events"].writer
+    assert writer is not None
+    tokens: list[str | None] = []
+    insert = writer.insert
+
+    def spy(rows, *, insert_deduplication_token=None):  # type: ignore[no-untyped-def]
+        tokens.append(insert_deduplication_token)
+        return insert(rows, insert_deduplication_token=insert_deduplication_token)
+
+    writer.insert = spy  # type: ignore[method-assign]
+    stream.send(make_events(400, seed=21), duplicates=0.0, seed=21)
+    stream.flush()
+    ingestor = KafkaIngestor(service, load_bindings(kafka_project)["events"],
+                             kafka.bootstrap).start()
+    try:
+        wait_for(lag.caught_up, 60, "catch up")
+    finally:
+        ingestor.stop()
+    assert tokens and all(t and t.startswith("kafka:") for t in tokens), tokens
+    covered = 0
+    for token in tokens:
+        assert token is not None
+        for span in token.removeprefix("kafka:").split(","):
+            topic, _partition, offsets = span.split("/")
+            lo, hi = map(int, offsets.split("-"))
+            assert topic == stream.topic and hi >= lo
+            covered += hi - lo + 1
+    assert covered == stream.messages  # every offset in exactly one batch's range
+
+
+def test_dedup_token_is_the_offset_range_per_partition() -> None:
+    class Message:
+        def __init__(self, partition: int, offset: int) -> None:
+            self._p, self._o = partition, offset
+
+        def topic(self) -> str:
+            return "t"
+
+        def partition(self) -> int:
+            return self._p
+
+        def offset(self) -> int:
+            return self._o
+
+    batch = [Message(1, 7), Message(0, 3), Message(1, 5), Message(0, 4), Message(1, 6)]
+    assert dedup_token(batch) == "kafka:t/0/3-4,t/1/5-7"

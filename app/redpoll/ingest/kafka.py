@@ -44,9 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BINDINGS_DIR",
+    "GroupLag",
     "KafkaBinding",
     "KafkaIngestor",
     "KafkaIngestors",
+    "dedup_token",
     "group_lag",
     "load_bindings",
 )
@@ -222,6 +224,25 @@ def build_batch(datasource: DataSource, messages: list[Any]) -> Any:
     return batch
 
 
+def dedup_token(messages: list[Any]) -> str:
+    """`insert_deduplication_token` of a batch: its offset range per partition.
+
+    A redelivered batch with the same ranges holds the same messages (Kafka logs are
+    immutable), so ClickHouse may drop it as an identical retry where block dedup is on
+    (replicated tables, `non_replicated_deduplication_window`). Exactness of the events
+    views does not depend on it (event_id dedup does that).
+    """
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        offset = message.offset()
+        span = ranges.setdefault(key, [offset, offset])
+        span[0], span[1] = min(span[0], offset), max(span[1], offset)
+    return "kafka:" + ",".join(
+        f"{topic}/{partition}/{lo}-{hi}" for (topic, partition), (lo, hi) in sorted(ranges.items())
+    )
+
+
 # ---------------------------------------------------------------- the consumer
 
 
@@ -382,7 +403,7 @@ class KafkaIngestor:
             datasource = self.service.datasource(self.binding.datasource)
             batch = build_batch(datasource, messages)
             try:
-                self.service.ingest_batch(datasource, batch)
+                self.service.ingest_batch(datasource, batch, dedup_token=dedup_token(messages))
             except Exception:
                 self.stats.insert_errors += 1
                 raise  # the consumer restarts from the committed offsets
@@ -561,40 +582,79 @@ class KafkaIngestors:
         tmp.replace(path)
 
 
-def group_lag(brokers: str, binding: KafkaBinding, timeout: float = 10) -> dict[str, Any]:
-    """Lag of a binding's consumer group as the broker sees it (committed vs end offsets).
+class GroupLag:
+    """Reads a binding's consumer-group lag from the broker, as often as needed.
 
-    Independent of any Redpoll process: it reads the group's committed offsets without
-    joining the group.
+    Keeps one client (no group membership: it never subscribes) so repeated reads, e.g. a
+    test polling until a consumer caught up, cost a few requests, not a new client.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    config = binding.consumer_config(brokers)
-    consumer = Consumer(config)
-    try:
-        metadata = consumer.list_topics(binding.topic, timeout=timeout)
-        topic = metadata.topics.get(binding.topic)
-        if topic is None or topic.error is not None:
-            return {"topic": binding.topic, "error": str(topic.error if topic else "unknown")}
-        partitions = [TopicPartition(binding.topic, p) for p in sorted(topic.partitions)]
-        committed = consumer.committed(partitions, timeout=timeout)
-        by_partition: dict[str, dict[str, int]] = {}
-        total = 0
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=timeout
-            )
-            position = tp.offset if tp.offset >= 0 else low
-            lag = max(0, high - position)
-            total += lag
-            by_partition[str(tp.partition)] = {"committed": tp.offset, "end": high, "lag": lag}
+    def __init__(self, brokers: str, binding: KafkaBinding) -> None:
+        from confluent_kafka import Consumer
+
+        self.binding = binding
+        config = binding.consumer_config(brokers)
+        config["log_level"] = 0  # a broker outage is reported in the result, not logged
+        self._consumer = Consumer(config)
+
+    def read(self, timeout: float = 10) -> dict[str, Any]:
+        """`{"topic", "group", "lag", "partitions": {p: {committed, end, lag}}}`, or
+        `{"topic", "group", "error"}` when the broker cannot be asked."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        binding = self.binding
+        try:
+            metadata = self._consumer.list_topics(binding.topic, timeout=timeout)
+            topic = metadata.topics.get(binding.topic)
+            if topic is None or topic.error is not None:
+                return {
+                    "topic": binding.topic,
+                    "group": binding.group,
+                    "error": str(topic.error if topic else "unknown"),
+                }
+            partitions = [TopicPartition(binding.topic, p) for p in sorted(topic.partitions)]
+            committed = self._consumer.committed(partitions, timeout=timeout)
+            by_partition: dict[str, dict[str, int]] = {}
+            total = 0
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=timeout
+                )
+                position = tp.offset if tp.offset >= 0 else low
+                lag = max(0, high - position)
+                total += lag
+                by_partition[str(tp.partition)] = {"committed": tp.offset, "end": high, "lag": lag}
+        except KafkaException as exc:
+            return {"topic": binding.topic, "group": binding.group, "error": str(exc)}
         return {
             "topic": binding.topic,
             "group": binding.group,
             "lag": total,
             "partitions": by_partition,
         }
-    except KafkaException as exc:
-        return {"topic": binding.topic, "group": binding.group, "error": str(exc)}
-    finally:
-        consumer.close()
+
+    def caught_up(self, timeout: float = 5) -> bool:
+        """Every partition's committed offset is at its end (an empty partition counts)."""
+        lag = self.read(timeout)
+        return lag.get("lag") == 0 and all(
+            p["committed"] >= 0 or p["end"] == 0 for p in lag["partitions"].values()
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> GroupLag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def group_lag(brokers: str, binding: KafkaBinding, timeout: float = 10) -> dict[str, Any]:
+    """Lag of a binding's consumer group as the broker sees it (committed vs end offsets).
+
+    Independent of any Redpoll process: it reads the group's committed offsets without
+    joining the group.
+    """
+    with GroupLag(brokers, binding) as probe:
+        return probe.read(timeout)

@@ -54,6 +54,9 @@ class _Stats:
     last_insert_ms: float = 0.0
 
 
+_Item = tuple[ValidatedBatch, "concurrent.futures.Future[None]", str | None]
+
+
 class _Committer:
     """One thread and one client per data source; groups queued batches into one INSERT."""
 
@@ -69,17 +72,18 @@ class _Committer:
             journal = state_dir / f"{target.database}.{datasource.name}.inflight"
             self.writer = EventWriter(self.client, self.database, journal=journal)
         self.stats = _Stats()
-        self._queue: queue.Queue[tuple[ValidatedBatch, concurrent.futures.Future[None]] | None]
-        self._queue = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._quarantine_ready = False
         self._thread = threading.Thread(
             target=self._run, name=f"commit-{datasource.name}", daemon=True
         )
         self._thread.start()
 
-    def submit(self, batch: ValidatedBatch) -> concurrent.futures.Future[None]:
+    def submit(
+        self, batch: ValidatedBatch, dedup_token: str | None = None
+    ) -> concurrent.futures.Future[None]:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._queue.put((batch, future))
+        self._queue.put((batch, future, dedup_token))
         return future
 
     def close(self) -> None:
@@ -106,9 +110,12 @@ class _Committer:
                 rows += nxt[0].rows
             self._commit(group)
 
-    def _commit(self, group: list[tuple[ValidatedBatch, concurrent.futures.Future[None]]]) -> None:
+    def _commit(self, group: list[_Item]) -> None:
+        # a token names the content of ONE batch: only an INSERT of exactly that batch
+        # may carry it (a grouped INSERT has other content)
+        token = group[0][2] if len(group) == 1 else None
         try:
-            self._insert([batch for batch, _ in group])
+            self._insert([batch for batch, _, _ in group], token)
         except Exception as exc:
             if len(group) == 1:
                 self.stats.errors += 1
@@ -118,10 +125,10 @@ class _Committer:
             for single in group:  # isolate the failing request
                 self._commit([single])
             return
-        for _, future in group:
+        for _, future, _ in group:
             future.set_result(None)
 
-    def _insert(self, batches: list[ValidatedBatch]) -> None:
+    def _insert(self, batches: list[ValidatedBatch], dedup_token: str | None = None) -> None:
         started = time.perf_counter()
         columns: dict[str, list[Any]] = {c.name: [] for c in self.datasource.columns}
         for batch in batches:
@@ -131,13 +138,14 @@ class _Committer:
         total = sum(b.rows for b in batches)
         if total:
             if self.writer is not None:
-                self.writer.insert(columns)
+                self.writer.insert(columns, insert_deduplication_token=dedup_token)
             else:
                 self.client.insert(
                     f"{quote_identifier(self.database)}.{quote_identifier(self.datasource.table)}",
                     list(columns.values()),
                     column_names=list(columns),
                     column_oriented=True,
+                    settings={"insert_deduplication_token": dedup_token} if dedup_token else None,
                 )
         self._quarantine([row for b in batches for row in _quarantine_rows(b)])
         self.stats.inserts += 1
@@ -218,10 +226,15 @@ class IngestService:
         batch = validate_rows(datasource, parse_body(body, first_line))
         return self.ingest_batch(datasource, batch)
 
-    def ingest_batch(self, datasource: DataSource, batch: ValidatedBatch) -> IngestResult:
+    def ingest_batch(
+        self, datasource: DataSource, batch: ValidatedBatch, dedup_token: str | None = None
+    ) -> IngestResult:
+        """Insert a validated batch; returns once durable. `dedup_token` (e.g. a Kafka
+        offset range) becomes the INSERT's `insert_deduplication_token` when the batch is
+        inserted alone (not grouped with other requests)."""
         committer = self._committer(datasource)
         committer.stats.requests += 1
-        committer.submit(batch).result()
+        committer.submit(batch, dedup_token).result()
         return IngestResult(batch.rows, len(batch.quarantined))
 
     def _committer(self, datasource: DataSource) -> _Committer:

@@ -76,6 +76,7 @@ def kafka_command(
     with Store.open(settings, "redpoll ingest kafka") as store:
         service = IngestService(store.target, settings.project_dir)
         try:
+            service.open_writers()  # crash repair (journal) before the first batch, as serve
             ingestors = KafkaIngestors(
                 service, settings.project_dir, settings.kafka_brokers, only=set(datasources) or None
             )
