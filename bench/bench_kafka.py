@@ -96,8 +96,11 @@ def main() -> None:
             started = time.perf_counter()
             ingestor.start()
             last_report = time.perf_counter()
+            first_message = None
             while ingestor.stats.messages < args.events or ingestor.status()["lag"] > 0:
                 time.sleep(0.02)
+                if first_message is None and ingestor.stats.messages:
+                    first_message = time.perf_counter()
                 if time.perf_counter() - last_report > 10:
                     last_report = time.perf_counter()
                     status = ingestor.status()
@@ -105,9 +108,11 @@ def main() -> None:
                           f"state {status['state']}, last error {status['last_error']!r}")
             elapsed = time.perf_counter() - started
             stored = store.admin.command("SELECT count() FROM events")
+            sustained = time.perf_counter() - (first_message or started)
             print(f"phase 1: {args.events} events topic -> events + views in {elapsed:.2f}s "
-                  f"= {args.events / elapsed:,.0f} events/s (incl. group join); "
-                  f"{ingestor.stats.batches} batches, stored {stored}")
+                  f"= {args.events / elapsed:,.0f} events/s incl. the consumer-group join; "
+                  f"{args.events / sustained:,.0f} events/s from the first message "
+                  f"(target 50,000); {ingestor.stats.batches} batches, stored {stored}")
 
             # ---- phase 2: freshness under a steady rate
             sent: dict[str, float] = {}
