@@ -15,9 +15,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: install  ## migrate the embedded store, load the sample data and serve on :$(PORT)
-	$(BIN)/redpoll migrate up
-	$(BIN)/redpoll serve --port $(PORT)
+demo: install  ## migrate, load the bundled Online Retail sample, print curl calls, serve on :$(PORT)
+	$(BIN)/redpoll demo --port $(PORT)
 
 test: install  ## the full default test suite (what CI runs)
 	$(BIN)/ruff check .

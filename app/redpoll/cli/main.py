@@ -11,7 +11,9 @@ from redpoll import __version__
 from redpoll.api.errors import translate_database_error
 from redpoll.cli.commands.backfill import backfill
 from redpoll.cli.commands.core import init, serve, sql
+from redpoll.cli.commands.demo import demo
 from redpoll.cli.commands.endpoints import endpoints
+from redpoll.cli.commands.evaluate import evaluate_command
 from redpoll.cli.commands.ingest import ingest
 from redpoll.cli.commands.load import load_command
 from redpoll.cli.commands.migrate import migrate
@@ -41,7 +43,18 @@ def cli() -> None:
     """Redpoll: SQL-first real-time recommendations and analytics on ClickHouse."""
 
 
-for command in (init, migrate, serve, sql, load_command, backfill, endpoints, ingest):
+for command in (
+    init,
+    demo,
+    migrate,
+    serve,
+    sql,
+    load_command,
+    backfill,
+    endpoints,
+    ingest,
+    evaluate_command,
+):
     cli.add_command(command)
 
 

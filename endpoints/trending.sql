@@ -1,0 +1,59 @@
+-- Trending items: recent events per item, weighted by event type and decayed in time.
+--
+-- score = sum over the last `hours` of events * weight(event type) * 2^(-age / half-life),
+-- from the hourly `trending` view (materialized_views/trending.sql; rows older than 90
+-- days are deleted by its TTL, so hours <= 2160). Returns (cart, click, purchase ...)
+-- weighted counts; `return` events count negatively by default.
+--
+-- Business rules: exclude=<ids>, category=<cat>, only available catalog items (latest
+-- version of `items`), max_per_category=<n> (diversity cap; 0 = none).
+-- tags: recommendations
+-- max_execution_time: 2
+%
+WITH
+    ifNull({{ DateTime(now, defined=False, description="Evaluate as of this time (default: now)") }}, now()) AS t_now,
+    scored AS (
+        SELECT
+            item_id,
+            sum(
+                events
+                * multiIf(
+                    event_type = 'purchase', {{ Float64(purchase_weight, 5, description="Weight of a purchase") }},
+                    event_type = 'cart', {{ Float64(cart_weight, 3, description="Weight of an add-to-cart") }},
+                    event_type = 'click', {{ Float64(click_weight, 2, description="Weight of a click") }},
+                    event_type = 'view', {{ Float64(view_weight, 1, description="Weight of a view") }},
+                    event_type = 'return', {{ Float64(return_weight, -5, description="Weight of a return") }},
+                    0)
+                * exp2(-greatest(dateDiff('second', hour, t_now), 0)
+                       / (3600 * {{ Float64(half_life_hours, 24, min=0.1, description="Half-life of an event's weight, hours") }}))
+            ) AS score
+        FROM trending
+        WHERE hour > t_now - INTERVAL {{ Int32(hours, 72, min=1, max=2160, description="Look-back window, hours") }} HOUR
+          AND hour <= t_now
+        GROUP BY item_id
+        HAVING score > 0
+    )
+SELECT
+    s.item_id AS item_id,
+    i.title AS title,
+    i.category AS category,
+    i.price AS price,
+    round(s.score, 6) AS score,
+    {% if defined(rec_id) %}{{ String(rec_id, description="Recommendation id to echo (default: a new UUID)") }}{% else %}assumeNotNull((SELECT toString(generateUUIDv4()))){% end %} AS rec_id,
+    concat('trending:', {{ String(variant, 'a', enum=['a', 'b'], description="A/B variant label recorded in `source` (same query)") }}) AS source
+FROM scored AS s
+INNER JOIN
+(
+    SELECT item_id, title, category, price
+    FROM items FINAL
+    WHERE available
+      AND item_id NOT IN {{ Array(exclude, 'String', default='', description="Item ids to leave out") }}
+{% if defined(category) %}
+      AND category = {{ String(category, description="Only this category") }}
+{% end %}
+) AS i ON i.item_id = s.item_id
+ORDER BY s.score DESC, item_id
+{% if Int32(max_per_category, 0, min=0, max=100, description="At most this many items per category (0: no cap)") > 0 %}
+LIMIT {{ Int32(max_per_category, 0) + 0 }} BY category
+{% end %}
+LIMIT {{ Int32(limit, 10, min=1, max=100, description="Items to return") }}
