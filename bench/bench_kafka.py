@@ -30,7 +30,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from redpoll.ingest.kafka import KafkaIngestor, load_bindings
+from redpoll.ingest.kafka import KafkaIngestor
+from redpoll.ingest.kafka_bindings import load_bindings
 from redpoll.ingest.service import IngestService
 from redpoll.settings import load_settings
 from redpoll.store import Store
@@ -72,7 +73,8 @@ def main() -> None:
         shutil.copytree(REPO / folder, project / folder)
     (project / "kafka").mkdir()
     (project / "kafka" / "events.toml").write_text(
-        'topic = "events"\ngroup = "bench"\nbatch_rows = 50000\nbatch_ms = 200\n')
+        'topic = "events"\ngroup = "bench"\nbatch_rows = 50000\nbatch_ms = 200\n'
+    )
     settings = load_settings({"project_dir": str(project)}, environ={})
     rnd = random.Random(42)
     try:
@@ -81,8 +83,13 @@ def main() -> None:
             store.migrations().up()
             service = IngestService(store.target, project)
             binding = load_bindings(project)["events"]
-            producer = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 5,
-                                 "queue.buffering.max.messages": 2_000_000})
+            producer = Producer(
+                {
+                    "bootstrap.servers": kafka.bootstrap,
+                    "linger.ms": 5,
+                    "queue.buffering.max.messages": 2_000_000,
+                }
+            )
 
             # ---- phase 1: backlog throughput
             started = time.perf_counter()
@@ -104,15 +111,19 @@ def main() -> None:
                 if time.perf_counter() - last_report > 10:
                     last_report = time.perf_counter()
                     status = ingestor.status()
-                    print(f"  ... {status['messages']} consumed, lag {status['lag']}, "
-                          f"state {status['state']}, last error {status['last_error']!r}")
+                    print(
+                        f"  ... {status['messages']} consumed, lag {status['lag']}, "
+                        f"state {status['state']}, last error {status['last_error']!r}"
+                    )
             elapsed = time.perf_counter() - started
             stored = store.admin.command("SELECT count() FROM events")
             sustained = time.perf_counter() - (first_message or started)
-            print(f"phase 1: {args.events} events topic -> events + views in {elapsed:.2f}s "
-                  f"= {args.events / elapsed:,.0f} events/s incl. the consumer-group join; "
-                  f"{args.events / sustained:,.0f} events/s from the first message "
-                  f"(target 50,000); {ingestor.stats.batches} batches, stored {stored}")
+            print(
+                f"phase 1: {args.events} events topic -> events + views in {elapsed:.2f}s "
+                f"= {args.events / elapsed:,.0f} events/s incl. the consumer-group join; "
+                f"{args.events / sustained:,.0f} events/s from the first message "
+                f"(target 50,000); {ingestor.stats.batches} batches, stored {stored}"
+            )
 
             # ---- phase 2: freshness under a steady rate
             sent: dict[str, float] = {}
@@ -145,9 +156,11 @@ def main() -> None:
             while len(visible) < total and time.perf_counter() < deadline:
                 time.sleep(0.05)
             lat = [visible[k] - t for k, t in sent.items() if k in visible]
-            print(f"phase 2: {total} events at {achieved:,.0f}/s offered; visible {len(lat)}; "
-                  f"freshness p50 {statistics.median(lat) * 1000:.0f} ms, "
-                  f"p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
+            print(
+                f"phase 2: {total} events at {achieved:,.0f}/s offered; visible {len(lat)}; "
+                f"freshness p50 {statistics.median(lat) * 1000:.0f} ms, "
+                f"p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+            )
             ingestor.stop()
             service.close()
     finally:

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from redpoll.clickhouse.client import Client, Target
-from redpoll.ingest.kafka import GroupLag, load_bindings
+from redpoll.ingest.kafka_bindings import load_bindings
+from redpoll.ingest.kafka_lag import GroupLag
 from redpoll.ingest.service import IngestService
 from redpoll.settings import load_settings
 from redpoll.store import Store
@@ -72,8 +73,9 @@ def kafka_project(tmp_path: Path, topic: str) -> Path:
 
 
 @pytest.fixture
-def service(kafka_project: Path, ch_target: Target, admin_client: Client
-            ) -> Iterator[IngestService]:
+def service(
+    kafka_project: Path, ch_target: Target, admin_client: Client
+) -> Iterator[IngestService]:
     settings = load_settings({"project_dir": str(kafka_project)}, environ={})
     Store(settings, ch_target, admin_client, None, None).migrations().up()
     svc = IngestService(ch_target, kafka_project)
@@ -91,19 +93,27 @@ def lag(kafka: MockKafka, kafka_project: Path) -> Iterator[GroupLag]:
 def make_events(n: int, seed: int, prefix: str = "k") -> list[dict[str, Any]]:
     """Events with recent timestamps (inside trending's TTL), few users/items/orders."""
     rnd = random.Random(seed)
-    return [{
-        "event_id": f"{prefix}{seed}-{i}",
-        "ts": BASE_MS + rnd.randrange(0, 40 * 86_400_000),
-        "user_id": f"u{rnd.randrange(8)}" if rnd.random() < 0.7 else "",
-        "order_id": f"o{rnd.randrange(40)}",
-        "item_id": f"i{rnd.randrange(25)}",
-        "event_type": rnd.choice(["purchase", "purchase", "view", "cart"]),
-        "quantity": rnd.randrange(1, 4),
-    } for i in range(n)]
+    return [
+        {
+            "event_id": f"{prefix}{seed}-{i}",
+            "ts": BASE_MS + rnd.randrange(0, 40 * 86_400_000),
+            "user_id": f"u{rnd.randrange(8)}" if rnd.random() < 0.7 else "",
+            "order_id": f"o{rnd.randrange(40)}",
+            "item_id": f"i{rnd.randrange(25)}",
+            "event_type": rnd.choice(["purchase", "purchase", "view", "cart"]),
+            "quantity": rnd.randrange(1, 4),
+        }
+        for i in range(n)
+    ]
 
 
-MALFORMED = [b"not json at all", b'{"event_id": "bad-q", "quantity": "many"}', b"[1, 2]",
-             b'{"event_id": "bad-ts", "ts": "yesterday"}', b'"just a string"']
+MALFORMED = [
+    b"not json at all",
+    b'{"event_id": "bad-q", "quantity": "many"}',
+    b"[1, 2]",
+    b'{"event_id": "bad-ts", "ts": "yesterday"}',
+    b'"just a string"',
+]
 
 
 class Stream:
@@ -115,15 +125,23 @@ class Stream:
         self.bootstrap = bootstrap
         # idempotent: a producer retry must not write a message twice (an id-less
         # message written twice is two events with different derived ids)
-        self.producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap,
-                                                  "linger.ms": 5, "enable.idempotence": True})
+        self.producer = confluent_kafka.Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        )
         self.distinct: dict[str, dict[str, Any]] = {}
         self.malformed = 0
         self.messages = 0
         self._pending_idless: list[dict[str, Any]] = []
 
-    def send(self, events: list[dict[str, Any]], *, duplicates: float = 0.1,
-             idless: int = 0, malformed: int = 0, seed: int = 0) -> None:
+    def send(
+        self,
+        events: list[dict[str, Any]],
+        *,
+        duplicates: float = 0.1,
+        idless: int = 0,
+        malformed: int = 0,
+        seed: int = 0,
+    ) -> None:
         rnd = random.Random(seed)
         for event in events:
             self._produce(event)
@@ -145,6 +163,7 @@ class Stream:
             assert err is None, err
             event_id = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
             self.distinct[event_id] = {**event, "event_id": event_id}
+
         return done
 
     def _produce(self, event: dict[str, Any], **kwargs: Any) -> None:
@@ -160,14 +179,21 @@ class Stream:
         """The topic holds exactly what this producer sent, once: what the test expects
         is computed from the producer's side, so a message the broker holds twice (a
         producer retry) would show up as a consumer bug. Reads the topic back."""
-        consumer = confluent_kafka.Consumer({"bootstrap.servers": self.bootstrap,
-                                             "group.id": f"verify-{uuid.uuid4().hex}",
-                                             "enable.auto.commit": False})
+        consumer = confluent_kafka.Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"verify-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
         try:
             topic = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
-            ends = {p: consumer.get_watermark_offsets(
-                confluent_kafka.TopicPartition(self.topic, p), timeout=10)[1]
-                for p in topic.partitions}
+            ends = {
+                p: consumer.get_watermark_offsets(
+                    confluent_kafka.TopicPartition(self.topic, p), timeout=10
+                )[1]
+                for p in topic.partitions
+            }
             consumer.assign([confluent_kafka.TopicPartition(self.topic, p, 0) for p in ends])
             idless: set[str] = set()
             read = 0
@@ -184,7 +210,8 @@ class Stream:
         finally:
             consumer.close()
         assert read == sum(ends.values()) == self.messages, (
-            f"the topic holds {sum(ends.values())} messages, the producer sent {self.messages}")
+            f"the topic holds {sum(ends.values())} messages, the producer sent {self.messages}"
+        )
         assert idless <= set(self.distinct), sorted(idless - set(self.distinct))
 
 

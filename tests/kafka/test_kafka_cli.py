@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from redpoll.ingest.kafka import GroupLag, load_bindings
+from redpoll.ingest.kafka_bindings import load_bindings
+from redpoll.ingest.kafka_lag import GroupLag
 from redpoll.testing import run_cli, run_server
 from redpoll.testing_kafka import MockKafka
 from tests.kafka.conftest import Stream, make_events, wait_for, write_project
@@ -27,8 +28,12 @@ pytestmark = pytest.mark.slow
 
 
 def admin_sql(url: str, query: str) -> list[dict[str, Any]]:
-    r = httpx.post(f"{url}/redpoll/v1/admin/sql", json={"query": query, "format": "json"},
-                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    r = httpx.post(
+        f"{url}/redpoll/v1/admin/sql",
+        json={"query": query, "format": "json"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=60,
+    )
     r.raise_for_status()
     return r.json()["data"]
 
@@ -59,7 +64,8 @@ def lag(kafka: MockKafka, project: Path) -> Iterator[GroupLag]:
 
 
 def test_serve_consumes_the_binding_and_reports_status(
-        project: Path, env: dict[str, str], stream: Stream, lag: GroupLag) -> None:
+    project: Path, env: dict[str, str], stream: Stream, lag: GroupLag
+) -> None:
     stream.send(make_events(600, seed=31), idless=5, malformed=3, seed=31)
     stream.flush()
     with run_server(project, env=env) as server:
@@ -74,7 +80,8 @@ def test_serve_consumes_the_binding_and_reports_status(
         assert status.returncode == 0, status.stderr
         assert f"consumer process: redpoll serve pid {server.process.pid}" in status.stdout
         assert f"events: topic {stream.topic} group g-{stream.topic} lag 0 | running" in (
-            status.stdout)
+            status.stdout
+        )
         assert f"{stream.malformed} quarantined" in status.stdout
 
         report = json.loads(run_cli(project, "ingest", "status", "--json", env=env).stdout)
@@ -96,7 +103,8 @@ def test_serve_consumes_the_binding_and_reports_status(
 
 
 def test_ingest_kafka_standalone_status_and_sigterm(
-        project: Path, env: dict[str, str], stream: Stream, lag: GroupLag) -> None:
+    project: Path, env: dict[str, str], stream: Stream, lag: GroupLag
+) -> None:
     stream.send(make_events(500, seed=41), idless=4, malformed=2, seed=41)
     stream.flush()
     idle = run_cli(project, "ingest", "status", env=env)
@@ -106,9 +114,12 @@ def test_ingest_kafka_standalone_status_and_sigterm(
 
     log_path = project / "ingest-kafka.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "redpoll", "ingest", "kafka"],
-                                   env=process_env(project, env), stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "redpoll", "ingest", "kafka"],
+            env=process_env(project, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     status_file = project / ".redpoll" / "kafka-status.json"
     try:
         wait_for(lag.caught_up, 60, "redpoll ingest kafka to consume the topic")
@@ -135,7 +146,8 @@ def test_ingest_kafka_standalone_status_and_sigterm(
 
 
 def test_ingest_kafka_sql_prints_and_writes_the_engine_migration(
-        project: Path, kafka: MockKafka) -> None:
+    project: Path, kafka: MockKafka
+) -> None:
     missing = run_cli(project, "ingest", "kafka-sql", "events")
     assert missing.returncode != 0 and "no Kafka brokers" in missing.stderr
 
@@ -145,8 +157,14 @@ def test_ingest_kafka_sql_prints_and_writes_the_engine_migration(
     assert "kafka_broker_list = 'redpanda:9092'" in printed.stdout
     assert "events_landing" in printed.stdout and "events_quarantine" in printed.stdout
 
-    written = run_cli(project, "ingest", "kafka-sql", "events", "--write",
-                      env={"REDPOLL_KAFKA_BROKERS": "redpanda:9092"})
+    written = run_cli(
+        project,
+        "ingest",
+        "kafka-sql",
+        "events",
+        "--write",
+        env={"REDPOLL_KAFKA_BROKERS": "redpanda:9092"},
+    )
     assert written.returncode == 0, written.stderr
     path = project / "migrations" / "0006_kafka_events.sql"
     assert f"wrote {path}" in written.stdout

@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from redpoll.ingest.kafka import GroupLag, load_bindings
+from redpoll.ingest.kafka_bindings import load_bindings
+from redpoll.ingest.kafka_lag import GroupLag
 from redpoll.testing import free_port, run_cli, run_server
 from redpoll.testing_kafka import MockKafka
 from tests.conftest import REPO_ROOT
@@ -43,15 +44,18 @@ SEED = int(os.environ.get("REDPOLL_TEST_SEED", random.randrange(1_000_000)))
 def chunk_events(chunk: int, n: int) -> list[dict[str, Any]]:
     """Recent events, a fifth of them purchases (the oracle's pair count is quadratic)."""
     rnd = random.Random(SEED * 1000 + chunk)
-    return [{
-        "event_id": f"c{chunk}-{i}",
-        "ts": BASE_MS + rnd.randrange(0, 40 * 86_400_000),
-        "user_id": f"u{rnd.randrange(12)}" if rnd.random() < 0.7 else "",
-        "order_id": f"o{rnd.randrange(60)}",
-        "item_id": f"i{rnd.randrange(30)}",
-        "event_type": rnd.choices(["purchase", "view", "cart"], [20, 65, 15])[0],
-        "quantity": rnd.randrange(1, 4),
-    } for i in range(n)]
+    return [
+        {
+            "event_id": f"c{chunk}-{i}",
+            "ts": BASE_MS + rnd.randrange(0, 40 * 86_400_000),
+            "user_id": f"u{rnd.randrange(12)}" if rnd.random() < 0.7 else "",
+            "order_id": f"o{rnd.randrange(60)}",
+            "item_id": f"i{rnd.randrange(30)}",
+            "event_type": rnd.choices(["purchase", "view", "cart"], [20, 65, 15])[0],
+            "quantity": rnd.randrange(1, 4),
+        }
+        for i in range(n)
+    ]
 
 
 class Producer(threading.Thread):
@@ -72,8 +76,9 @@ class Producer(threading.Thread):
                     tail -= 1
                 c = self.chunks
                 events = chunk_events(c, 100)
-                self.stream.send(events, duplicates=0.1, idless=2, malformed=int(c % 4 == 0),
-                                 seed=SEED + c)
+                self.stream.send(
+                    events, duplicates=0.1, idless=2, malformed=int(c % 4 == 0), seed=SEED + c
+                )
                 if c >= 5 and c % 5 == 0:  # an old chunk again: a producer-side replay
                     self.stream.send(chunk_events(c - 5, 100)[:30], duplicates=0.0, seed=c)
                 self.stream.producer.poll(0)
@@ -102,8 +107,12 @@ def start(kind: str, project: Path, env: dict[str, str], log: Path) -> subproces
     environ = {k: v for k, v in os.environ.items() if not k.startswith("REDPOLL_")}
     environ.update(env, REDPOLL_PROJECT_DIR=str(project))
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "redpoll", *args], env=environ,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "redpoll", *args],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 class AdminSQL:
@@ -114,9 +123,12 @@ class AdminSQL:
         self.url = url
 
     def rows(self, query: str) -> list[dict[str, Any]]:
-        r = httpx.post(f"{self.url}/redpoll/v1/admin/sql",
-                       json={"query": query, "format": "json"},
-                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        r = httpx.post(
+            f"{self.url}/redpoll/v1/admin/sql",
+            json={"query": query, "format": "json"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        )
         r.raise_for_status()
         return r.json()["data"]
 
@@ -137,8 +149,7 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
     migrated = run_cli(project, "migrate", "up")
     assert migrated.returncode == 0, migrated.stderr
     binding = load_bindings(project)["events"]
-    assert (binding.topic, binding.group, binding.engine) == ("events", "redpoll-events",
-                                                               "redpoll")
+    assert (binding.topic, binding.group, binding.engine) == ("events", "redpoll-events", "redpoll")
 
     with MockKafka() as kafka, GroupLag(kafka.bootstrap, binding) as lag:
         kafka.create_topic(binding.topic, 4)
@@ -156,8 +167,11 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
                     # it consumed, inserted and committed something: now kill it at a
                     # random point of its batch cycle (fetching, inserting, committing)
                     try:
-                        wait_for(lambda b=before: committed(lag) > b, 60,
-                                 f"{kind} (incarnation {n}) to commit")
+                        wait_for(
+                            lambda b=before: committed(lag) > b,
+                            60,
+                            f"{kind} (incarnation {n}) to commit",
+                        )
                     except AssertionError as exc:
                         raise AssertionError(f"{exc}\n{log.read_text(errors='replace')}") from None
                     delay = rnd.uniform(0, 0.8)
@@ -179,13 +193,16 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
             sql = AdminSQL(server.url)
             database = sql.rows("SELECT currentDatabase() AS db")[0]["db"]
             got = observed(sql, database)  # type: ignore[arg-type]
-            bad = sql.rows("SELECT column, raw, count() AS n FROM events_quarantine "
-                           "GROUP BY column, raw")
+            bad = sql.rows(
+                "SELECT column, raw, count() AS n FROM events_quarantine GROUP BY column, raw"
+            )
         stream.verify_topic()
 
     logs = "".join(p.read_text(errors="replace") for p in project.glob("consumer-*.log"))
-    print("inserts cut short by a kill (views rebuilt at restart):",
-          logs.count("INSERT was cut short"))
+    print(
+        "inserts cut short by a kill (views rebuilt at restart):",
+        logs.count("INSERT was cut short"),
+    )
     assert len(kills) == len(INCARNATIONS)
     want = oracle(list(stream.distinct.values()))
     assert len(got["events"]) == len(set(got["events"])), "an event is stored twice"

@@ -12,7 +12,9 @@ import pytest
 
 from redpoll.clickhouse.client import Client, Target
 from redpoll.errors import ConfigError
-from redpoll.ingest.kafka import GroupLag, KafkaIngestor, dedup_token, group_lag, load_bindings
+from redpoll.ingest.kafka import KafkaIngestor, dedup_token
+from redpoll.ingest.kafka_bindings import load_bindings
+from redpoll.ingest.kafka_lag import GroupLag, group_lag
 from redpoll.ingest.service import IngestService
 from redpoll.testing_kafka import MockKafka
 from tests.kafka.conftest import Stream, make_events, wait_for
@@ -29,8 +31,14 @@ def assert_exact(client: Client, target: Target, stream: Stream) -> None:
 
 
 def test_topic_to_views_exact_with_duplicates_and_malformed(
-        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
+    kafka: MockKafka,
+    kafka_project: Path,
+    service: IngestService,
+    stream: Stream,
+    lag: GroupLag,
+    admin_client: Client,
+    ch_target: Target,
+) -> None:
     stream.send(make_events(2500, seed=1), duplicates=0.15, idless=40, malformed=11, seed=1)
     stream.flush()
     binding = load_bindings(kafka_project)["events"]
@@ -51,7 +59,8 @@ def test_topic_to_views_exact_with_duplicates_and_malformed(
     assert_exact(admin_client, ch_target, stream)
 
     bad = admin_client.query(
-        "SELECT line, column, error, raw FROM events_quarantine ORDER BY raw").result_rows
+        "SELECT line, column, error, raw FROM events_quarantine ORDER BY raw"
+    ).result_rows
     assert len(bad) == stream.malformed
     for line, column, _error, _raw in bad:
         _field, where = column.split("@")
@@ -61,8 +70,14 @@ def test_topic_to_views_exact_with_duplicates_and_malformed(
 
 
 def test_uncommitted_batch_is_redelivered_without_double_counting(
-        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
+    kafka: MockKafka,
+    kafka_project: Path,
+    service: IngestService,
+    stream: Stream,
+    lag: GroupLag,
+    admin_client: Client,
+    ch_target: Target,
+) -> None:
     """A consumer that inserted but died before committing: the next one replays."""
     stream.send(make_events(1200, seed=5), idless=30, seed=5)
     stream.flush()
@@ -74,8 +89,9 @@ def test_uncommitted_batch_is_redelivered_without_double_counting(
     crashed.stop()
     stream.verify_topic()
     stored = [r[0] for r in admin_client.query("SELECT event_id FROM events").result_rows]
-    assert len(stored) == len(set(stored)) == len(stream.distinct), (
-        sorted(set(stored) ^ set(stream.distinct))[:5])
+    assert len(stored) == len(set(stored)) == len(stream.distinct), sorted(
+        set(stored) ^ set(stream.distinct)
+    )[:5]
     assert group_lag(kafka.bootstrap, binding)["lag"] == stream.messages  # none committed
 
     again = KafkaIngestor(service, binding, kafka.bootstrap).start()
@@ -88,8 +104,14 @@ def test_uncommitted_batch_is_redelivered_without_double_counting(
 
 
 def test_broker_outage_consumer_recovers(
-        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
+    kafka: MockKafka,
+    kafka_project: Path,
+    service: IngestService,
+    stream: Stream,
+    lag: GroupLag,
+    admin_client: Client,
+    ch_target: Target,
+) -> None:
     binding = load_bindings(kafka_project)["events"]
     ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
     try:
@@ -113,8 +135,14 @@ def test_broker_outage_consumer_recovers(
 
 
 def test_consumer_shares_the_service_with_concurrent_http_style_ingest(
-        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        lag: GroupLag, admin_client: Client, ch_target: Target) -> None:
+    kafka: MockKafka,
+    kafka_project: Path,
+    service: IngestService,
+    stream: Stream,
+    lag: GroupLag,
+    admin_client: Client,
+    ch_target: Target,
+) -> None:
     """Kafka and direct `service.ingest` calls go through one writer: still exact."""
     binding = load_bindings(kafka_project)["events"]
     ingestor = KafkaIngestor(service, binding, kafka.bootstrap).start()
@@ -122,8 +150,9 @@ def test_consumer_shares_the_service_with_concurrent_http_style_ingest(
 
     def post() -> None:
         import json
+
         for i in range(0, len(extra), 50):
-            service.ingest("events", "\n".join(json.dumps(e) for e in extra[i:i + 50]).encode())
+            service.ingest("events", "\n".join(json.dumps(e) for e in extra[i : i + 50]).encode())
 
     try:
         poster = threading.Thread(target=post)
@@ -160,8 +189,8 @@ def test_binding_validation(tmp_path: Path) -> None:
 
 
 def test_batch_carries_its_offset_range_as_dedup_token(
-        kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream,
-        lag: GroupLag) -> None:
+    kafka: MockKafka, kafka_project: Path, service: IngestService, stream: Stream, lag: GroupLag
+) -> None:
     """Each Kafka batch reaches `EventWriter.insert` with its topic/partition/offset range
     as `insert_deduplication_token` (inserted alone: one consumer, nothing to group)."""
     service.open_writers()
@@ -177,8 +206,9 @@ def test_batch_carries_its_offset_range_as_dedup_token(
     writer.insert = spy  # type: ignore[method-assign]
     stream.send(make_events(400, seed=21), duplicates=0.0, seed=21)
     stream.flush()
-    ingestor = KafkaIngestor(service, load_bindings(kafka_project)["events"],
-                             kafka.bootstrap).start()
+    ingestor = KafkaIngestor(
+        service, load_bindings(kafka_project)["events"], kafka.bootstrap
+    ).start()
     try:
         wait_for(lag.caught_up, 60, "catch up")
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlglot
 
 from redpoll.clickhouse.client import Client, Target
-from redpoll.ingest.kafka import KafkaBinding
+from redpoll.ingest.kafka_bindings import KafkaBinding
 from redpoll.ingest.kafka_sql import kafka_engine_sql
 from redpoll.ingest.writer import COLUMNS
 from redpoll.migrations.files import MigrationFile, render_statements, template_variables
@@ -46,9 +46,12 @@ def test_generated_sql_parses_and_routes_errors() -> None:
 
 def test_plain_datasource_keeps_defaults() -> None:
     binding = KafkaBinding(datasource="items", topic="items", group="g")
-    text = kafka_engine_sql(binding, [("item_id", "String", ""),
-                                      ("updated_at", "DateTime64(3, 'UTC')", "now64(3)")],
-                            uses_landing=False, brokers="k:9092")
+    text = kafka_engine_sql(
+        binding,
+        [("item_id", "String", ""), ("updated_at", "DateTime64(3, 'UTC')", "now64(3)")],
+        uses_landing=False,
+        brokers="k:9092",
+    )
     table, mv, _, _ = render(text, "db")
     assert "`updated_at` DateTime64(3, 'UTC') DEFAULT now64(3)" in table
     assert "TO db.`items`" in mv and "batch" not in mv
@@ -69,7 +72,8 @@ def test_views_against_a_stand_in_kafka_table(admin_client: Client, ch_target: T
         " _offset, _error, _raw_message) VALUES"
         " ('a', '2024-01-01 00:00:00', 'i1', 'view', 'events', 0, 10, '', ''),"
         " ('', NULL, 'i2', 'view', 'events', 1, 11, '', ''),"
-        " ('', NULL, '', '', 'events', 2, 12, 'Cannot parse input', 'garbage')")
+        " ('', NULL, '', '', 'events', 2, 12, 'Cannot parse input', 'garbage')"
+    )
     rows = admin_client.query(f"SELECT event_id, item_id FROM {db}.events ORDER BY item_id")
     assert rows.result_rows == [("a", "i1"), ("events:1:11", "i2")]
     bad = admin_client.query(f"SELECT line, column, error, raw FROM {db}.events_quarantine")

@@ -25,7 +25,8 @@ log = logging.getLogger("redpoll.kafka")
 
 def start_kafka(app: Any) -> None:
     """Startup hook (after `start_ingest`): start the project's Kafka consumers."""
-    from redpoll.ingest.kafka import KafkaIngestors, load_bindings
+    from redpoll.ingest.kafka import KafkaIngestors
+    from redpoll.ingest.kafka_bindings import load_bindings
 
     settings = app.state.settings
     app.state.kafka = None

@@ -27,15 +27,14 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.errors import ConfigError
+from redpoll.ingest.kafka_bindings import BINDINGS_DIR, KafkaBinding, load_bindings
 from redpoll.ingest.validate import QuarantineRow, parse_body, validate_rows
 
 if TYPE_CHECKING:
@@ -44,149 +43,16 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BINDINGS_DIR",
-    "GroupLag",
     "KafkaBinding",
     "KafkaIngestor",
     "KafkaIngestors",
     "dedup_token",
-    "group_lag",
     "load_bindings",
 )
 
 log = logging.getLogger("redpoll.kafka")
 
-BINDINGS_DIR = "kafka"
-FORMATS = ("JSONEachRow",)
-ENGINES = ("redpoll", "clickhouse")
-#: librdkafka properties that must never be committed literally: use "${ENV_VAR}".
-SECRET_PROPERTIES = frozenset(
-    {
-        "sasl.password",
-        "sasl.username",
-        "sasl.oauthbearer.client.secret",
-        "sasl.oauthbearer.config",
-        "ssl.key.password",
-        "ssl.key.pem",
-        "ssl.keystore.password",
-        "ssl.certificate.pem",
-    }
-)
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _MAX_BACKOFF_S = 30.0
-
-
-@dataclasses.dataclass(frozen=True)
-class KafkaBinding:
-    """`kafka/<datasource>.toml`: which topic feeds a data source, and how."""
-
-    datasource: str
-    topic: str
-    group: str
-    format: str = "JSONEachRow"
-    engine: str = "redpoll"  # "clickhouse": the server's Kafka engine consumes (migration)
-    batch_rows: int = 50_000
-    batch_ms: int = 500
-    auto_offset_reset: str = "earliest"
-    #: extra librdkafka properties (security.protocol, sasl.mechanism, ...), env expanded
-    properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    path: Path | None = None
-
-    def consumer_config(self, brokers: str) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": brokers,
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": self.auto_offset_reset,
-            "enable.partition.eof": False,
-            "fetch.wait.max.ms": 100,
-            "reconnect.backoff.ms": 100,
-            "reconnect.backoff.max.ms": 5000,
-            "log_level": 3,
-            **self.properties,
-        }
-
-
-_KEYS = {
-    "topic",
-    "group",
-    "format",
-    "engine",
-    "batch_rows",
-    "batch_ms",
-    "auto_offset_reset",
-    "properties",
-}
-
-
-def load_bindings(
-    project_dir: Path, environ: Mapping[str, str] | None = None
-) -> dict[str, KafkaBinding]:
-    """Every `kafka/<datasource>.toml` of the project, validated, secrets from `environ`.
-
-    Raises:
-        ConfigError: unknown key, bad value, a literal secret, or a missing env variable.
-    """
-    environ = os.environ if environ is None else environ
-    found: dict[str, KafkaBinding] = {}
-    for path in sorted((project_dir / BINDINGS_DIR).glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        found[path.stem] = _binding(path, data, environ)
-    return found
-
-
-def _binding(path: Path, data: dict[str, Any], environ: Mapping[str, str]) -> KafkaBinding:
-    name = path.stem
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
-    if not isinstance(data.get("topic"), str) or not data["topic"]:
-        raise ConfigError(f"{path}: `topic` (a string) is required")
-    fmt = data.get("format", "JSONEachRow")
-    if fmt not in FORMATS:
-        raise ConfigError(f"{path}: format {fmt!r} is not supported; use one of {FORMATS}")
-    engine = data.get("engine", "redpoll")
-    if engine not in ENGINES:
-        raise ConfigError(f"{path}: engine {engine!r}: use one of {ENGINES}")
-    properties: dict[str, str] = {}
-    for key, value in dict(data.get("properties", {})).items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        ref = _ENV_REF.match(text)
-        if ref:
-            if ref[1] not in environ:
-                raise ConfigError(
-                    f"{path}: property {key!r} needs environment variable "
-                    f"{ref[1]}, which is not set"
-                )
-            text = environ[ref[1]]
-        elif key in SECRET_PROPERTIES:
-            raise ConfigError(
-                f"{path}: property {key!r} is a secret: write "
-                f'"${{SOME_ENV_VAR}}" and set it in the environment'
-            )
-        properties[key] = text
-    try:
-        batch_rows = int(data.get("batch_rows", 50_000))
-        batch_ms = int(data.get("batch_ms", 500))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    if batch_rows < 1 or batch_ms < 1:
-        raise ConfigError(f"{path}: batch_rows and batch_ms must be positive")
-    return KafkaBinding(
-        datasource=name,
-        topic=data["topic"],
-        group=str(data.get("group") or f"redpoll-{name}"),
-        format=fmt,
-        engine=engine,
-        batch_rows=batch_rows,
-        batch_ms=batch_ms,
-        auto_offset_reset=str(data.get("auto_offset_reset", "earliest")),
-        properties=properties,
-        path=path,
-    )
 
 
 # ---------------------------------------------------------------- message -> batch
@@ -580,81 +446,3 @@ class KafkaIngestors:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, indent=1))
         tmp.replace(path)
-
-
-class GroupLag:
-    """Reads a binding's consumer-group lag from the broker, as often as needed.
-
-    Keeps one client (no group membership: it never subscribes) so repeated reads, e.g. a
-    test polling until a consumer caught up, cost a few requests, not a new client.
-    """
-
-    def __init__(self, brokers: str, binding: KafkaBinding) -> None:
-        from confluent_kafka import Consumer
-
-        self.binding = binding
-        config = binding.consumer_config(brokers)
-        config["log_level"] = 0  # a broker outage is reported in the result, not logged
-        self._consumer = Consumer(config)
-
-    def read(self, timeout: float = 10) -> dict[str, Any]:
-        """`{"topic", "group", "lag", "partitions": {p: {committed, end, lag}}}`, or
-        `{"topic", "group", "error"}` when the broker cannot be asked."""
-        from confluent_kafka import KafkaException, TopicPartition
-
-        binding = self.binding
-        try:
-            metadata = self._consumer.list_topics(binding.topic, timeout=timeout)
-            topic = metadata.topics.get(binding.topic)
-            if topic is None or topic.error is not None:
-                return {
-                    "topic": binding.topic,
-                    "group": binding.group,
-                    "error": str(topic.error if topic else "unknown"),
-                }
-            partitions = [TopicPartition(binding.topic, p) for p in sorted(topic.partitions)]
-            committed = self._consumer.committed(partitions, timeout=timeout)
-            by_partition: dict[str, dict[str, int]] = {}
-            total = 0
-            for tp in committed:
-                low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=timeout
-                )
-                position = tp.offset if tp.offset >= 0 else low
-                lag = max(0, high - position)
-                total += lag
-                by_partition[str(tp.partition)] = {"committed": tp.offset, "end": high, "lag": lag}
-        except KafkaException as exc:
-            return {"topic": binding.topic, "group": binding.group, "error": str(exc)}
-        return {
-            "topic": binding.topic,
-            "group": binding.group,
-            "lag": total,
-            "partitions": by_partition,
-        }
-
-    def caught_up(self, timeout: float = 5) -> bool:
-        """Every partition's committed offset is at its end (an empty partition counts)."""
-        lag = self.read(timeout)
-        return lag.get("lag") == 0 and all(
-            p["committed"] >= 0 or p["end"] == 0 for p in lag["partitions"].values()
-        )
-
-    def close(self) -> None:
-        self._consumer.close()
-
-    def __enter__(self) -> GroupLag:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def group_lag(brokers: str, binding: KafkaBinding, timeout: float = 10) -> dict[str, Any]:
-    """Lag of a binding's consumer group as the broker sees it (committed vs end offsets).
-
-    Independent of any Redpoll process: it reads the group's committed offsets without
-    joining the group.
-    """
-    with GroupLag(brokers, binding) as probe:
-        return probe.read(timeout)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redpoll.clickhouse.client import quote_identifier
-from redpoll.ingest.kafka import KafkaBinding
+from redpoll.ingest.kafka_bindings import KafkaBinding
 
 __all__ = ("kafka_engine_sql",)
 

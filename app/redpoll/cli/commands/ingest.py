@@ -109,7 +109,8 @@ def kafka_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
 def status_command(project_dir: str | None, brokers: str | None, as_json: bool) -> None:
     """Consumer lag (from the broker), throughput and error counts per binding."""
-    from redpoll.ingest.kafka import group_lag, load_bindings
+    from redpoll.ingest.kafka_bindings import load_bindings
+    from redpoll.ingest.kafka_lag import group_lag
 
     settings = load(project_dir, kafka_brokers=brokers)
     bindings = load_bindings(settings.project_dir)
@@ -190,7 +191,7 @@ def kafka_sql_command(
 ) -> None:
     """Print the ClickHouse Kafka-engine migration for DATASOURCE's binding (server mode)."""
     from redpoll.cli._backend import open_backend
-    from redpoll.ingest.kafka import load_bindings
+    from redpoll.ingest.kafka_bindings import load_bindings
     from redpoll.ingest.kafka_sql import kafka_engine_sql
 
     settings = load(project_dir, kafka_brokers=brokers)
