@@ -43,7 +43,6 @@ __all__ = (
     "render_template",
 )
 
-DOCS = "https://github.com/redpoll/redpoll/blob/main/docs/endpoints.md"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 _INT_BITS = {
