@@ -53,6 +53,21 @@ def event(i: int, rnd: random.Random, prefix: str) -> dict[str, Any]:
     }
 
 
+def kafka_retained(bootstrap: str, topic: str, partitions: int) -> int:
+    """Messages the broker still holds (high - low watermark, summed over partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    try:
+        total = 0
+        for partition in range(partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -104,8 +119,17 @@ def main() -> None:
             ingestor.start()
             last_report = time.perf_counter()
             first_message = None
+            caught_up_since = None
             while ingestor.stats.messages < args.events or ingestor.status()["lag"] > 0:
                 time.sleep(0.02)
+                # The mock broker keeps ~5 MB per partition and drops the oldest messages
+                # beyond that: stop once the group has caught up and stays caught up.
+                if ingestor.status()["lag"] == 0 and ingestor.stats.messages:
+                    caught_up_since = caught_up_since or time.perf_counter()
+                    if time.perf_counter() - caught_up_since > 5:
+                        break
+                else:
+                    caught_up_since = None
                 if first_message is None and ingestor.stats.messages:
                     first_message = time.perf_counter()
                 if time.perf_counter() - last_report > 10:
@@ -115,13 +139,20 @@ def main() -> None:
                         f"  ... {status['messages']} consumed, lag {status['lag']}, "
                         f"state {status['state']}, last error {status['last_error']!r}"
                     )
-            elapsed = time.perf_counter() - started
+            done = time.perf_counter()
+            consumed = ingestor.stats.messages
             stored = store.admin.command("SELECT count() FROM events")
-            sustained = time.perf_counter() - (first_message or started)
+            if consumed < args.events:
+                done = caught_up_since or done  # not the 5 s that confirmed it
+                retained = kafka_retained(kafka.bootstrap, "events", args.partitions)
+                print(f"  consumed {consumed} of {args.events} produced; the broker retains "
+                      f"{retained} (the mock dropped {args.events - retained})")
+            elapsed = done - started
+            sustained = done - (first_message or started)
             print(
-                f"phase 1: {args.events} events topic -> events + views in {elapsed:.2f}s "
-                f"= {args.events / elapsed:,.0f} events/s incl. the consumer-group join; "
-                f"{args.events / sustained:,.0f} events/s from the first message "
+                f"phase 1: {consumed} events topic -> events + views in {elapsed:.2f}s "
+                f"= {consumed / elapsed:,.0f} events/s incl. the consumer-group join; "
+                f"{consumed / sustained:,.0f} events/s from the first message "
                 f"(target 50,000); {ingestor.stats.batches} batches, stored {stored}"
             )
 
