@@ -61,13 +61,7 @@ class EventsController(Controller):
         # line_offset (Redpoll extension): quarantine line numbers relative to a file
         result = state.ingest.ingest(name, data, first_line=line_offset + 1)
         status = 200 if wait.lower() in {"true", "1"} else 202
-        return Response(
-            {
-                "successful_rows": result.successful_rows,
-                "quarantined_rows": result.quarantined_rows,
-            },
-            status_code=status,
-        )
+        return Response(result.as_dict(), status_code=status)
 
 
 def start_ingest(app: Litestar) -> None:

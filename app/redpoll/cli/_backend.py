@@ -53,21 +53,19 @@ class LocalBackend:
     def sql(self, query: str, output: str) -> bytes:
         return run_admin_sql(self.store, query, output)
 
-    def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
+    def _service(self) -> IngestService:
+        """The ingestion service (one events writer), opened on first use."""
         if self._ingest is None:
             self._ingest = IngestService(self.store.target, self.store.settings.project_dir)
-        result = self._ingest.ingest(datasource, ndjson, first_line=line_offset + 1)
-        return {
-            "successful_rows": result.successful_rows,
-            "quarantined_rows": result.quarantined_rows,
-        }
+        return self._ingest
+
+    def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
+        return self._service().ingest(datasource, ndjson, first_line=line_offset + 1).as_dict()
 
     def backfill(self, view: str) -> dict[str, Any]:
         started = time.perf_counter()
         check_view(view)
-        if self._ingest is None:
-            self._ingest = IngestService(self.store.target, self.store.settings.project_dir)
-        self._ingest.rebuild_view(view)
+        self._service().rebuild_view(view)
         return {"view": view, "seconds": round(time.perf_counter() - started, 3)}
 
     def close(self) -> None:

@@ -43,6 +43,10 @@ class IngestResult:
     successful_rows: int
     quarantined_rows: int
 
+    def as_dict(self) -> dict[str, int]:
+        """The Events API answer body (Tinybird's shape)."""
+        return dataclasses.asdict(self)
+
 
 @dataclasses.dataclass
 class _Stats:
