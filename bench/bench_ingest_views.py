@@ -7,7 +7,7 @@ become `return` events, all others `purchase`. Rows are replayed in time order i
 fixed-size batches into a temporary chDB directory (no HTTP).
 
     .venv/bin/python bench/bench_ingest_views.py [--batch 10000] [--limit N]
-        [--shuffle] [--dup-rate 0.1] [--verify]
+        [--shuffle] [--dup-rate 0.1] [--verify] [--window-days D] [--stop-merges]
 
 Prints sustained events/s, the process CPU time, per-insert latency p50/p99 and the
 size of co_purchase.
@@ -39,11 +39,14 @@ MIGRATIONS = ("0002_events.sql", "0003_co_purchase.sql", "0004_trending.sql",
               "0005_user_history.sql")
 
 
-def apply_migrations(client: object, database: str) -> None:
+def apply_migrations(client: object, database: str, window_days: float | None = None) -> None:
+    """The repo's migrations; `window_days` replaces co_purchase's 30-day window."""
     for name in MIGRATIONS:
         text = jinja2.Template((REPO / "migrations" / name).read_text()).render(
             database=database, on_cluster=""
         )
+        if window_days is not None:
+            text = text.replace("2592000000", str(int(window_days * 86_400_000)))
         for statement in text.split(";\n"):
             body = "\n".join(
                 line for line in statement.splitlines() if not line.strip().startswith("--")
@@ -83,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shuffle", action="store_true", help="random arrival order")
     parser.add_argument("--dup-rate", type=float, default=0.0,
                         help="fraction of events redelivered once more at a random position")
+    parser.add_argument("--window-days", type=float, default=None,
+                        help="co_purchase window W instead of the migrations' 30 days")
+    parser.add_argument("--stop-merges", action="store_true",
+                        help="no background merges of co_purchase (its insert cost alone)")
     parser.add_argument("--verify", action="store_true",
                         help="compare co_purchase with a batch recomputation from events")
     args = parser.parse_args(argv)
@@ -101,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="redpoll-bench-") as tmp:
         client = clickhouse_connect.get_client(dsn=f"chdb://{tmp}/data")
         client.command("CREATE DATABASE IF NOT EXISTS bench")
-        apply_migrations(client, "bench")
+        apply_migrations(client, "bench", args.window_days)
         client.command("SYSTEM STOP TTL MERGES bench.trending")
+        if args.stop_merges:
+            client.command("SYSTEM STOP MERGES bench.co_purchase")
         writer = EventWriter(client, "bench")
         latencies: list[float] = []
         cpu_started = time.process_time()
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "(SELECT item_id, other_item_id, sum(pairs) AS pairs FROM bench.co_purchase "
             "GROUP BY item_id, other_item_id)"
         ).result_rows[0]
-        mismatches = verify(client) if args.verify else None
+        mismatches = verify(client, args.window_days) if args.verify else None
         client.close()
 
     latencies.sort()
@@ -142,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def verify(client: object) -> int:
+def verify(client: object, window_days: float | None = None) -> int:
     """Recompute co_purchase from `events` into a scratch table and count differences."""
     run = client.command  # type: ignore[attr-defined]
     run("CREATE TABLE bench.co_purchase_check AS bench.co_purchase")
     recompute = backfill_queries("bench", "co_purchase")[-1]
+    if window_days is not None:
+        recompute = recompute.replace("2592000000", str(int(window_days * 86_400_000)))
     run(recompute.replace("INTO bench.co_purchase ", "INTO bench.co_purchase_check "))
     grouped = "SELECT item_id, other_item_id, sum(pairs) FROM bench.{} GROUP BY ALL"
     return int(run(

@@ -1,15 +1,19 @@
 """Kafka -> events/views through Redpoll's consumer: throughput and freshness.
 
     .venv/bin/python bench/bench_kafka.py [--events 300000] [--rate 20000] [--seconds 10]
+        [--online-retail [PATH]]
 
 Broker: librdkafka's mock cluster in a child process (`redpoll.testing_kafka`), a topic
-with 16 partitions (the mock keeps only ~5 MB per partition). Store: embedded chDB in a
+with 32 partitions (the mock keeps only ~5 MB per partition). Store: embedded chDB in a
 temporary project with the repo's sql/ and migrations/ (all real-time views), binding
 `kafka/events.toml` (batch_rows 50000, batch_ms 200).
 
 Phase 1 (throughput): `--events` events are produced first, then one consumer
 (`KafkaIngestor`, the code `redpoll serve` runs) is started; events/s = events / time
 until every message is inserted (events table + all views) and its offset committed.
+With `--online-retail`, phase 1 replays ../shared/data/online-retail (541,909 invoice lines,
+time order) instead of the synthetic stream: its dense co-purchase pairs (~200 per event)
+make the `co_purchase` view, not Kafka, the limit (see bench_ingest_views.py).
 Phase 2 (freshness): the consumer runs while a producer sends `--rate` events/s for
 `--seconds`; for each event, freshness = time its insert returned (it is then in
 `events` and in every view) - time it was handed to the producer. Prints p50/p99/max.
@@ -38,6 +42,7 @@ from redpoll.store import Store
 from redpoll.testing_kafka import MockKafka
 
 REPO = Path(__file__).resolve().parent.parent
+ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
 
 
 def event(i: int, rnd: random.Random, prefix: str) -> dict[str, Any]:
@@ -78,8 +83,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10)
-    # the mock broker keeps only ~5 MB per partition: a big backlog needs many partitions
-    parser.add_argument("--partitions", type=int, default=16)
+    # the mock broker keeps only ~5 MB / 100k messages per partition and drops the oldest
+    # beyond that: a big backlog needs many, evenly filled partitions
+    parser.add_argument("--partitions", type=int, default=32)
+    parser.add_argument("--online-retail", type=Path, nargs="?", const=ONLINE_RETAIL,
+                        help="phase 1 replays this Online Retail file (default: ../shared)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
@@ -102,14 +110,24 @@ def main() -> None:
                 {
                     "bootstrap.servers": kafka.bootstrap,
                     "linger.ms": 5,
+                    # spread messages evenly (the default sticky partitioner fills one
+                    # partition for 10 ms at a time, overflowing the mock's retention)
+                    "sticky.partitioning.linger.ms": 0,
                     "queue.buffering.max.messages": 2_000_000,
                 }
             )
 
             # ---- phase 1: backlog throughput
+            if args.online_retail:
+                from redpoll.datasets.online_retail import read_events
+
+                backlog = [json.dumps(e).encode() for e in read_events(args.online_retail)]
+                args.events = len(backlog)
+            else:
+                backlog = [json.dumps(event(i, rnd, "a")).encode() for i in range(args.events)]
             started = time.perf_counter()
-            for i in range(args.events):
-                producer.produce("events", json.dumps(event(i, rnd, "a")).encode())
+            for i, message in enumerate(backlog):
+                producer.produce("events", message)
                 if i % 20_000 == 0:
                     producer.poll(0)
             producer.flush()
