@@ -8,9 +8,10 @@ fixed-size batches into a temporary chDB directory (no HTTP).
 
     .venv/bin/python bench/bench_ingest_views.py [--batch 10000] [--limit N]
         [--shuffle] [--dup-rate 0.1] [--verify] [--window-days D] [--stop-merges]
+        [--without 0006_basket_pairs.sql --without 0007_trending_daily.sql]
 
 Prints sustained events/s, the process CPU time, per-insert latency p50/p99 and the
-size of co_purchase.
+size of co_purchase. `--without FILE` leaves one view migration out (what a view costs).
 The trending TTL (90 days) would delete the 2010-2011 rows in merges, so TTL merges are
 stopped for the run. Data: CC BY 4.0, Chen, Sain & Guo (2012), see its README.
 """
@@ -36,12 +37,17 @@ from redpoll.ingest.writer import EventWriter, backfill_queries
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
 MIGRATIONS = ("0002_events.sql", "0003_co_purchase.sql", "0004_trending.sql",
-              "0005_user_history.sql")
+              "0005_user_history.sql", "0006_basket_pairs.sql", "0007_trending_daily.sql",
+              "0008_items_latest.sql")
 
 
-def apply_migrations(client: object, database: str, window_days: float | None = None) -> None:
+def apply_migrations(
+    client: object, database: str, window_days: float | None = None, without: tuple = ()
+) -> None:
     """The repo's migrations; `window_days` replaces co_purchase's 30-day window."""
     for name in MIGRATIONS:
+        if name in without:
+            continue
         text = jinja2.Template((REPO / "migrations" / name).read_text()).render(
             database=database, on_cluster=""
         )
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="no background merges of co_purchase (its insert cost alone)")
     parser.add_argument("--verify", action="store_true",
                         help="compare co_purchase with a batch recomputation from events")
+    parser.add_argument("--without", action="append", default=[], choices=MIGRATIONS[1:],
+                        metavar="MIGRATION", help="leave out this view migration")
     args = parser.parse_args(argv)
 
     events = load_events(args.csv, args.limit)
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="redpoll-bench-") as tmp:
         client = clickhouse_connect.get_client(dsn=f"chdb://{tmp}/data")
         client.command("CREATE DATABASE IF NOT EXISTS bench")
-        apply_migrations(client, "bench", args.window_days)
+        apply_migrations(client, "bench", args.window_days, tuple(args.without))
         client.command("SYSTEM STOP TTL MERGES bench.trending")
         if args.stop_merges:
             client.command("SYSTEM STOP MERGES bench.co_purchase")

@@ -5,10 +5,12 @@
 -- days are deleted by its TTL, so hours <= 2160). Returns (cart, click, purchase ...)
 -- weighted counts; `return` events count negatively by default.
 --
--- Business rules: exclude=<ids>, category=<cat>, only available catalog items (latest
--- version of `items`), max_per_category=<n> (diversity cap; 0 = none).
+-- Business rules: exclude=<ids>, category=<cat>, only available catalog items (the latest
+-- version, `items_latest`), max_per_category=<n> (diversity cap; 0 = none).
+-- rec_id (default): the id of the query that answered, one per response.
 -- tags: recommendations
 -- max_execution_time: 2
+-- settings: max_threads=1
 %
 WITH
     ifNull({{ DateTime(now, defined=False, description="Evaluate as of this time (default: now)") }}, now()) AS t_now,
@@ -29,7 +31,9 @@ WITH
             ) AS score
         FROM trending
         WHERE hour > t_now - INTERVAL {{ Int32(hours, 72, min=1, max=2160, description="Look-back window, hours") }} HOUR
+{% if defined(now) %}
           AND hour <= t_now
+{% end %}
         GROUP BY item_id
         HAVING score > 0
     )
@@ -39,19 +43,17 @@ SELECT
     i.category AS category,
     i.price AS price,
     round(s.score, 6) AS score,
-    {% if defined(rec_id) %}{{ String(rec_id, description="Recommendation id to echo (default: a new UUID)") }}{% else %}assumeNotNull((SELECT toString(generateUUIDv4()))){% end %} AS rec_id,
+    {% if defined(rec_id) %}{{ String(rec_id, description="Recommendation id to echo (default: the query id)") }}{% else %}queryID(){% end %} AS rec_id,
     concat('trending:', {{ String(variant, 'a', enum=['a', 'b'], description="A/B variant label recorded in `source` (same query)") }}) AS source
 FROM scored AS s
-INNER JOIN
-(
-    SELECT item_id, title, category, price
-    FROM items FINAL
-    WHERE available
-      AND item_id NOT IN {{ Array(exclude, 'String', default='', description="Item ids to leave out") }}
-{% if defined(category) %}
-      AND category = {{ String(category, description="Only this category") }}
+ANY LEFT JOIN items_latest AS i ON i.item_id = s.item_id
+WHERE i.available
+{% if defined(exclude) %}
+  AND s.item_id NOT IN {{ Array(exclude, 'String', description="Item ids to leave out") }}
 {% end %}
-) AS i ON i.item_id = s.item_id
+{% if defined(category) %}
+  AND i.category = {{ String(category, description="Only this category") }}
+{% end %}
 ORDER BY s.score DESC, item_id
 {% if Int32(max_per_category, 0, min=0, max=100, description="At most this many items per category (0: no cap)") > 0 %}
 LIMIT {{ Int32(max_per_category, 0) + 0 }} BY category

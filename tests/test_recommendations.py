@@ -5,7 +5,8 @@ Everything goes through the real paths: the repository's migrations, events post
 data source, and `GET /v0/pipes/<name>.json`. Every request passes `now` so the expected
 values do not depend on the wall clock.
 
-The fixture (NOW = a whole hour, two hours ago; all events on whole hours except views):
+The fixture (NOW = a whole hour, two hours ago, or 23:00 the day before when that would
+be before 03:00 UTC; all events on whole hours except views):
 
     purchases  u1/o1 NOW-48h: a1, b1     u2/o2 NOW-26h: a1, b1, c1
                u3/o3 NOW-3h:  a1, a2, d1 u4/o4 NOW-1h:  b2
@@ -13,14 +14,16 @@ The fixture (NOW = a whole hour, two hours ago; all events on whole hours except
     catalog    a1 a2 a3 (MUG), b1 b2 (LAMP), c1 (CANDLE), z1 (OTHER, never sold),
                d1 (MUG) whose latest version is unavailable
 
-co_purchase (same buyer within 30 days, both directions):
+basket_pairs (orders with both items; here also co_purchase, same buyer within 30 days):
     a1: b1=2, a2=1, c1=1, d1=1      b1: a1=2, c1=1      a2: a1=1, d1=1 ...
+    the virtual item '' (orders with the item): a1=3, b1=2, a2=b2=c1=d1=1
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -37,9 +40,12 @@ from tests.api.conftest import project_dir, settings, store  # noqa: F401 (fixtu
 from tests.conftest import REPO_ROOT
 
 H = 3_600_000
-# A whole hour of the current day: `trending` has a 90-day TTL relative to the wall
-# clock (applied on insert too), so the fixture must be recent.
-NOW_MS = int(time.time() // 3600 * 3600 * 1000) - 2 * H
+# A whole hour of the recent past: `trending` has a 90-day TTL relative to the wall
+# clock (applied on insert too), so the fixture must be recent. At 03:00 UTC or later, so
+# that NOW-3h and NOW-1h fall on NOW's UTC day (`popular` counts calendar days).
+_RECENT_HOUR_MS = int(time.time() // 3600 * 3600 * 1000) - 2 * H
+_HOUR_OF_DAY = _RECENT_HOUR_MS // H % 24
+NOW_MS = _RECENT_HOUR_MS - (_HOUR_OF_DAY + 1) * H if _HOUR_OF_DAY < 3 else _RECENT_HOUR_MS
 NOW_DT = dt.datetime.fromtimestamp(NOW_MS / 1000, dt.UTC)
 NOW = NOW_DT.strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -161,6 +167,20 @@ def test_also_bought(recs: TestClient) -> None:
     assert r.status_code == 400 and "item_id" in r.json()["error"]
 
 
+def test_also_bought_ties_and_popularity_weight(recs: TestClient) -> None:
+    # a new order o6 = {c1, a3}: c1 is now in one order with each of a1, b1 and a3;
+    # equal counts go to the item in more orders (a1 3, b1 2, a3 1), not by item id
+    r = recs.post("/v0/events?name=events&wait=true",
+                  content=ndjson([_purchase("u6", "o6", "c1", H), _purchase("u6", "o6", "a3", H)]))
+    assert r.status_code == 200 and r.json()["successful_rows"] == 2, r.text
+    assert ids(recs, "also_bought", item_id="c1", fallback="false") == ["a1", "b1", "a3"]
+    # popularity_weight w adds w * orders / most orders (a1 3; b1, c1 now 2) to every
+    # row: a2's one co-order with a1 scores 1 + w, the popular fill w * 2/3 (ties: id)
+    rows = call(recs, "also_bought", item_id="a2", popularity_weight=1.5)["data"]
+    assert [r["item_id"] for r in rows][:3] == ["a1", "b1", "c1"]
+    assert [r["score"] for r in rows][:3] == pytest.approx([1 + 1.5, 1.5 * 2 / 3, 1.5 * 2 / 3])
+
+
 def test_popular(recs: TestClient) -> None:
     # purchases in 30 days: a1=3, b1=2, a2=b2=c1=1 (d1 unavailable)
     data = call(recs, "popular")["data"]
@@ -211,21 +231,46 @@ def test_recently_viewed(recs: TestClient) -> None:
 
 
 def test_for_user_personalized_and_exclusion(recs: TestClient) -> None:
-    # u1 bought a1, b1 (seed weights equal). Neighbour = sum of pairs: c1 = 1 + 1, a2 = 1,
-    # b1 = 2, a1 = 2; variant a divides by sqrt(purchases in 30 days + 10) and scales to
-    # [0, 1]: c1 1.0, b1 .957, a1 .920, a2 .5. Plus 5 * trending / max (purchase 1,
-    # view 0.3, half-life 72 h): a1 5.0, b1 2.96, c1 2.26, b2 2.08, a2 2.04, a3 1.25.
-    # Bought items are left out; z1 (score 0) comes last, d1 is unavailable.
-    assert ids(recs, "for_user", user_id="u1") == ["c1", "a2", "b2", "a3", "z1"]
+    # Variant a: score = trend * (0.1 + similarity), both scaled to [0, 1] over the
+    # available items. Trend (purchase 1, view 0.3, half-life 72 h, by hour bucket):
+    # a1 2.380, b1 1.409, c1 1.076, b2 0.990, a2 0.972, a3 0.594 -> scaled a1 1, b1 .592,
+    # c1 .452, b2 .416, a2 .408, a3 .250.
+    # Title words (3+ letters) over the 8 catalog items (d1 "Mug old" included):
+    # MUG in a1 a2 a3 d1 (idf ln(9/5)), LAMP in b1 b2 (ln(9/3)), RED/BLUE/... once (ln(9/2)).
+    # u1 bought a1 "Mug red" and b1 "Lamp" (equal weights w): similarity = sum over the
+    # item's words of idf^2 * w: a1 (MUG+RED) 2.608w, b1 = b2 (LAMP) 1.207w,
+    # a2 = a3 (MUG) 0.346w, c1 = z1 = 0 -> scaled a1 1, b1 = b2 .463, a2 = a3 .132.
+    # Scores: b2 .416*.563 = .234, a2 .408*.232 = .095, a3 .250*.232 = .058,
+    # c1 .452*.1 = .045, z1 0 (a1 1.1 and b1 .333 are left out: bought; d1 unavailable).
+    def decay(hours: float) -> float:
+        return 2 ** (-hours / 72)
+
+    trend = {
+        "a1": decay(48) + decay(26) + decay(3),
+        "b2": decay(1),
+        "c1": decay(26) + 0.3 * decay(1),
+        "a2": decay(3),
+    }
+    idf2_mug, idf2_lamp, idf2_once = (math.log(9 / 5) ** 2, math.log(9 / 3) ** 2,
+                                      math.log(9 / 2) ** 2)
+    max_sim = idf2_mug + idf2_once  # a1
+    rows = call(recs, "for_user", user_id="u1")["data"]
+    assert [r["item_id"] for r in rows] == ["b2", "a2", "a3", "c1", "z1"]
+    expected_b2 = trend["b2"] / trend["a1"] * (0.1 + idf2_lamp / max_sim)
+    assert rows[0]["score"] == pytest.approx(expected_b2, abs=1e-5)
+    assert rows[3]["score"] == pytest.approx(trend["c1"] / trend["a1"] * 0.1, abs=1e-5)
     assert ids(recs, "for_user", user_id="u1", exclude_purchased="false")[:4] == [
-        "a1", "b1", "c1", "a2"
+        "a1", "b1", "b2", "a2"
     ]
-    # without trending, the neighbours alone
-    assert ids(recs, "for_user", user_id="u1", trending_weight=0, limit=2) == ["c1", "a2"]
-    assert ids(recs, "for_user", user_id="u1", exclude="c1", limit=2) == ["a2", "b2"]
+    # without the floor, only items sharing a title word with u1's items score
+    assert ids(recs, "for_user", user_id="u1", profile_floor=0, limit=3) == ["b2", "a2", "a3"]
+    assert ids(recs, "for_user", user_id="u1", exclude="b2", limit=2) == ["a2", "a3"]
     assert ids(recs, "for_user", user_id="u1", category="MUG") == ["a2", "a3"]
-    assert ids(recs, "for_user", user_id="u1", variant="b", limit=2) == ["c1", "a2"]
-    # as of before u1's purchase, u1 is unknown: trending of that time only
+    # variant b: basket neighbours of a1, b1 (c1 in 2 orders, a2 in 1), divided by
+    # sqrt(purchases + 10) and scaled (c1 1, a2 .5), plus 5 * trend: c1 3.26, a2 2.54,
+    # b2 2.08, a3 1.25
+    assert ids(recs, "for_user", user_id="u1", variant="b", limit=4) == ["c1", "a2", "b2", "a3"]
+    # as of before u1's purchase, u1 is unknown and nothing had happened: catalog order
     before = (NOW_DT - dt.timedelta(hours=49)).strftime("%Y-%m-%d %H:%M:%SZ")
     assert ids(recs, "for_user", user_id="u1", now=before, limit=3) == ["a1", "a2", "a3"]
 

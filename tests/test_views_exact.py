@@ -3,7 +3,7 @@
 Random event streams (few users/items/orders, purchases with and without user, other
 event types, timestamps spread around the 30-day window) arrive shuffled, split into
 random batches, with duplicated events and replayed batches, under random session
-settings that would split blocks. co_purchase, trending, user_history and
+settings that would split blocks. co_purchase, basket_pairs, trending, user_history and
 user_item_stats must equal the oracle computed from the distinct events by nested loops,
 and so must a `backfill` of each view afterwards.
 """
@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redpoll.clickhouse.client import Client, Target, connect
-from redpoll.ingest.writer import EventWriter, backfill
+from redpoll.ingest.writer import MAX_BASKET_ITEMS, VIEWS, EventWriter, backfill, backfill_queries
 from redpoll.migrations.files import (
     MigrationFile,
     discover,
@@ -39,20 +39,32 @@ VIEW_MIGRATIONS = (
     "0003_co_purchase.sql",
     "0004_trending.sql",
     "0005_user_history.sql",
+    "0006_basket_pairs.sql",
+    "0007_trending_daily.sql",
+    "0008_items_latest.sql",
 )
 WINDOW_MS = 30 * 86_400_000
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 # Recent enough that the 90-day trending TTL never fires during a test.
 BASE_MS = (int(time.time()) // 3600 - 85 * 24) * HOUR_MS
 EVENT_FIELDS = ("event_id", "ts", "user_id", "order_id", "item_id", "event_type", "quantity")
 
 
-def apply_migrations(client: Client, database: str) -> None:
-    """Run the view migrations with the project's own file splitter and variables."""
+BASKET_CAP = MAX_BASKET_ITEMS  # basket_pairs: orders of at most this many distinct items
+_CAP_SQL = f"{BASKET_CAP} AS max_basket_items"
+
+
+def apply_migrations(client: Client, database: str, basket_cap: int = BASKET_CAP) -> None:
+    """Run the view migrations with the project's own file splitter and variables
+    (`basket_cap`: a smaller basket_pairs cap, so that small tests reach it)."""
     for migration in discover(MIGRATIONS):
         if migration.path.name in VIEW_MIGRATIONS:
             for statement in render_statements(migration, template_variables(database, "")):
-                client.command(statement.sql)
+                sql = statement.sql
+                if basket_cap != BASKET_CAP and _CAP_SQL in sql:
+                    sql = sql.replace(_CAP_SQL, f"{basket_cap} AS max_basket_items")
+                client.command(sql)
 
 
 def _statements_of(paths: list[Path]) -> list[str]:
@@ -78,13 +90,20 @@ def test_readable_definitions_mirror_the_migrations() -> None:
         [root / "sql" / "events.sql", root / "sql" / "items.sql"]
         + [
             root / "materialized_views" / f"{v}.sql"
-            for v in ("co_purchase", "trending", "user_history")
+            for v in (
+                "co_purchase",
+                "trending",
+                "user_history",
+                "basket_pairs",
+                "trending_daily",
+                "items_latest",
+            )
         ]
     )
     assert sorted(migrated) == sorted(declared)
 
 
-def oracle(distinct: list[dict[str, Any]]) -> dict[str, Any]:
+def oracle(distinct: list[dict[str, Any]], basket_cap: int = BASKET_CAP) -> dict[str, Any]:
     """Batch recomputation over the distinct events, written to be read, not to be fast."""
     co_purchase: Counter[tuple[str, str]] = Counter()
     purchases = [e for e in distinct if e["event_type"] == "purchase"]
@@ -102,9 +121,25 @@ def oracle(distinct: list[dict[str, Any]]) -> dict[str, Any]:
                 )
             if together:
                 co_purchase[(e["item_id"], f["item_id"])] += 1
+    orders: dict[str, set[str]] = {}
+    for e in purchases:
+        if e["order_id"]:
+            orders.setdefault(e["order_id"], set()).add(e["item_id"])
+    basket_pairs: Counter[tuple[str, str]] = Counter()
+    for items in orders.values():
+        for b in items:  # the virtual item '' is in every order
+            basket_pairs[("", b)] += 1
+        if len(items) > basket_cap:
+            continue
+        for a in items:
+            for b in items:
+                if a != b:
+                    basket_pairs[(a, b)] += 1
     trending: Counter[tuple[int, str, str]] = Counter()
+    trending_daily: Counter[tuple[int, str, str]] = Counter()
     for e in distinct:
         trending[(e["ts"] // HOUR_MS * 3600, e["item_id"], e["event_type"])] += 1
+        trending_daily[(e["ts"] // DAY_MS, e["item_id"], e["event_type"])] += 1
     history = sorted(
         (e["user_id"], e["ts"], e["event_type"], e["item_id"], e["event_id"])
         for e in distinct
@@ -121,7 +156,9 @@ def oracle(distinct: list[dict[str, Any]]) -> dict[str, Any]:
             s[3] = max(s[3], e["ts"])
     return {
         "co_purchase": dict(co_purchase),
+        "basket_pairs": dict(basket_pairs),
         "trending": dict(trending),
+        "trending_daily": dict(trending_daily),
         "user_history": history,
         "user_item_stats": {k: tuple(v) for k, v in stats.items()},
         "events": sorted(e["event_id"] for e in distinct),
@@ -138,9 +175,17 @@ def observed(client: Client, db: str) -> dict[str, Any]:
         "SELECT item_id, other_item_id, sum(pairs) AS n FROM {db}.co_purchase "
         "GROUP BY item_id, other_item_id HAVING n > 0"
     )
+    basket_pairs = rows(
+        "SELECT item_id, other_item_id, sum(orders) AS n FROM {db}.basket_pairs "
+        "GROUP BY item_id, other_item_id HAVING n > 0"
+    )
     trending = rows(
         "SELECT toUnixTimestamp(hour), item_id, event_type, sum(events) AS n "
         "FROM {db}.trending GROUP BY hour, item_id, event_type HAVING n > 0"
+    )
+    trending_daily = rows(
+        "SELECT toUInt32(day), item_id, event_type, sum(events) AS n "
+        "FROM {db}.trending_daily GROUP BY day, item_id, event_type HAVING n > 0"
     )
     history = rows(
         "SELECT user_id, toUnixTimestamp64Milli(ts), event_type, item_id, event_id "
@@ -153,13 +198,21 @@ def observed(client: Client, db: str) -> dict[str, Any]:
     )
     return {
         "co_purchase": {(a, b): int(n) for a, b, n in co_purchase},
+        "basket_pairs": {(a, b): int(n) for a, b, n in basket_pairs},
         "trending": {(int(h), i, t): int(n) for h, i, t, n in trending},
+        "trending_daily": {(int(d), i, t): int(n) for d, i, t, n in trending_daily},
         "user_history": sorted((u, int(ts), t, i, e) for u, ts, t, i, e in history),
         "user_item_stats": {
             (u, i, t): (int(n), int(q), int(lo), int(hi)) for u, i, t, n, q, lo, hi in stats
         },
         "events": sorted(r[0] for r in rows("SELECT event_id FROM {db}.events")),
     }
+
+
+def backfill_basket_pairs(client: Client, db: str, basket_cap: int) -> None:
+    """`backfill` of basket_pairs with another cap (the view's file sets 50)."""
+    for statement in backfill_queries(db, "basket_pairs"):
+        client.command(statement.replace(f"<= {MAX_BASKET_ITEMS})", f"<= {basket_cap})"))
 
 
 @st.composite
@@ -216,11 +269,11 @@ def fresh_db(ch_target: Target, admin_client: Client) -> Iterator[Any]:
     """A factory of fresh databases with the view migrations applied (one per example)."""
     created: list[str] = []
 
-    def make() -> str:
+    def make(basket_cap: int = BASKET_CAP) -> str:
         db = f"{ch_target.database}_{uuid.uuid4().hex[:8]}"
         admin_client.command(f"CREATE DATABASE {db}")
         created.append(db)
-        apply_migrations(admin_client, db)
+        apply_migrations(admin_client, db, basket_cap)
         return db
 
     yield make
@@ -233,12 +286,24 @@ def fresh_db(ch_target: Target, admin_client: Client) -> Iterator[Any]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(stream=streams(), session=_block_settings, tuples=st.booleans())
+@given(
+    stream=streams(),
+    session=_block_settings,
+    tuples=st.booleans(),
+    basket_cap=st.sampled_from([BASKET_CAP, 2, 3]),
+)
 def test_views_equal_oracle(
-    ch_target: Target, fresh_db: Any, stream: Any, session: dict[str, Any], tuples: bool
+    ch_target: Target,
+    fresh_db: Any,
+    stream: Any,
+    session: dict[str, Any],
+    tuples: bool,
+    basket_cap: int,
 ) -> None:
+    """basket_cap: the basket_pairs cap, also small so that orders (up to 5 items here)
+    grow past it, within a batch and across batches."""
     events, batches = stream
-    db = fresh_db()
+    db = fresh_db(basket_cap)
     client = connect(ch_target, settings=session)
     try:
         writer = EventWriter(client, db)
@@ -261,10 +326,13 @@ def test_views_equal_oracle(
                 )
             else:
                 writer.insert(to_columns(batch))
-        expected = oracle(events)
+        expected = oracle(events, basket_cap)
         assert observed(client, db) == expected
-        for view in ("co_purchase", "trending", "user_history"):
-            backfill(client, db, view)
+        for view in VIEWS:
+            if view == "basket_pairs":
+                backfill_basket_pairs(client, db, basket_cap)
+            else:
+                backfill(client, db, view)
         assert observed(client, db) == expected
     finally:
         client.close()
@@ -384,3 +452,111 @@ def test_cut_short_insert_is_repaired_from_events(
     assert observed(admin_client, db) == expected
     writer.insert(to_columns(events[:10]))  # replays still change nothing after repair
     assert observed(admin_client, db) == expected
+
+
+# materialized_views/items_latest.sql ("Rebuild").
+ITEMS_LATEST_REBUILD = (
+    "TRUNCATE TABLE {db}.items_latest",
+    """INSERT INTO {db}.items_latest (item_id, title, category, brand, price, available,
+                                  updated_at, words)
+    SELECT item_id, title, category, brand, price, available, updated_at,
+           arrayDistinct(arrayFilter(w -> length(w) >= 3, splitByNonAlpha(upper(title))))
+    FROM {db}.items FINAL""",
+)
+
+
+@st.composite
+def item_versions(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
+    """Catalog rows inserted in batches: few items, few distinct updated_at (ties), versions
+    arriving out of order."""
+    rows = [
+        {
+            "item_id": draw(st.sampled_from(["a", "b", "c"])),
+            "title": draw(st.sampled_from(["Red mug", "Blue mug", "T-light holder", "x"])),
+            "category": draw(st.sampled_from(["MUG", "LAMP"])),
+            "price": float(draw(st.integers(1, 3))),
+            "available": draw(st.booleans()),
+            "updated_at": BASE_MS + draw(st.integers(0, 3)) * 60_000,
+        }
+        for _ in range(draw(st.integers(1, 12)))
+    ]
+    cuts = sorted(draw(st.lists(st.integers(0, len(rows)), max_size=4)))
+    bounds = [0, *cuts, len(rows)]
+    return [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def latest_oracle(batches: list[list[dict[str, Any]]]) -> dict[str, tuple[Any, ...]]:
+    """Per item: the row with the greatest updated_at, the last inserted among equals."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in (r for batch in batches for r in batch):
+        current = latest.get(row["item_id"])
+        if current is None or row["updated_at"] >= current["updated_at"]:
+            latest[row["item_id"]] = row
+    out = {}
+    for item, r in latest.items():
+        words = []
+        for w in "".join(ch if ch.isalpha() else " " for ch in r["title"].upper()).split():
+            if len(w) >= 3 and w not in words:
+                words.append(w)
+        out[item] = (
+            r["title"],
+            r["category"],
+            r["price"],
+            r["available"],
+            r["updated_at"],
+            sorted(words),
+        )
+    return out
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=item_versions())
+def test_items_latest_equals_final(
+    ch_target: Target, fresh_db: Any, admin_client: Client, batches: list[list[dict[str, Any]]]
+) -> None:
+    """items_latest (Join table) holds what `items FINAL` returns, and so does a rebuild."""
+    db = fresh_db()
+    columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
+    for batch in batches:
+        admin_client.insert(
+            f"{db}.items",
+            [
+                [
+                    r["item_id"],
+                    r["title"],
+                    r["category"],
+                    "",
+                    r["price"],
+                    r["available"],
+                    dt.datetime.fromtimestamp(r["updated_at"] / 1000, dt.UTC),
+                ]
+                for r in batch
+            ],
+            column_names=columns,
+        )
+
+    def read(sql: str) -> dict[str, tuple[Any, ...]]:
+        return {
+            r[0]: (r[1], r[2], float(r[3]), bool(r[4]), int(r[5]), sorted(r[6]))
+            for r in admin_client.query(sql.format(db=db)).result_rows
+        }
+
+    latest = (
+        "SELECT item_id, title, category, price, available, toUnixTimestamp64Milli(updated_at),"
+        " words FROM {db}.items_latest"
+    )
+    expected = latest_oracle(batches)
+    assert read(latest) == expected
+    final = read(
+        "SELECT item_id, title, category, price, available, toUnixTimestamp64Milli(updated_at),"
+        " arrayDistinct(arrayFilter(w -> length(w) >= 3, splitByNonAlpha(upper(title))))"
+        " FROM {db}.items FINAL"
+    )
+    assert final == expected
+    for statement in ITEMS_LATEST_REBUILD:
+        admin_client.command(statement.format(db=db))
+    assert read(latest) == expected

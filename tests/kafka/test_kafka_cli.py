@@ -157,6 +157,9 @@ def test_ingest_kafka_sql_prints_and_writes_the_engine_migration(
     assert "kafka_broker_list = 'redpanda:9092'" in printed.stdout
     assert "events_landing" in printed.stdout and "events_quarantine" in printed.stdout
 
+    # written as the next free version after the project's migrations
+    last = max(int(m.name[:4]) for m in (project / "migrations").glob("[0-9]*.sql"))
+    path = project / "migrations" / f"{last + 1:04d}_kafka_events.sql"
     written = run_cli(
         project,
         "ingest",
@@ -166,7 +169,6 @@ def test_ingest_kafka_sql_prints_and_writes_the_engine_migration(
         env={"REDPOLL_KAFKA_BROKERS": "redpanda:9092"},
     )
     assert written.returncode == 0, written.stderr
-    path = project / "migrations" / "0006_kafka_events.sql"
     assert f"wrote {path}" in written.stdout
     assert path.read_text() == printed.stdout
 

@@ -13,7 +13,8 @@ Protocol (migrations 0002-0005, `materialized_views/*.sql`):
    `event_ids` with `batch < current` and it is the first copy of that id in the block
    (the writer also drops in-batch duplicates, first copy wins). `events_mv` writes the
    surviving rows to `events`; views chained on `events` (event_ids, trending,
-   user_history, co_purchase_history) therefore see each distinct event exactly once.
+   trending_daily, user_history, co_purchase_history, basket_items, basket_pairs)
+   therefore see each distinct event exactly once.
 4. `co_purchase_mv` pairs the new purchases with each other (from the block itself) and
    with earlier purchases (`co_purchase_history`, `batch < current`).
 
@@ -273,6 +274,10 @@ def _drop_duplicate_ids(columns: list[list[Any]]) -> list[list[Any]]:
     return [[col[i] for i in keep] for col in columns]
 
 
+#: basket_pairs counts orders of at most this many distinct items (materialized_views/
+#: basket_pairs.sql, `max_basket_items`).
+MAX_BASKET_ITEMS = 50
+
 _CO_PURCHASE_KEY = "if(user_id != '', concat('u:', user_id), concat('o:', order_id))"
 
 #: Per view: the tables it owns (truncated first) and the INSERT ... SELECT that
@@ -301,6 +306,33 @@ VIEWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             FROM {db}.events
             WHERE ts >= now() - INTERVAL 90 DAY
             GROUP BY hour, item_id, event_type""",
+        ),
+    ),
+    "basket_pairs": (
+        ("basket_items", "basket_pairs"),
+        (
+            """INSERT INTO {db}.basket_items (order_id, item_id, batch)
+            SELECT order_id, item_id, batch
+            FROM {db}.events WHERE event_type = 'purchase' AND order_id != ''""",
+            f"""INSERT INTO {{db}}.basket_pairs (item_id, other_item_id, orders)
+            WITH lines AS (
+                SELECT DISTINCT order_id, item_id FROM {{db}}.basket_items
+                WHERE order_id IN (SELECT order_id FROM {{db}}.basket_items GROUP BY order_id
+                                   HAVING uniqExact(item_id) <= {MAX_BASKET_ITEMS}))
+            SELECT a.item_id, b.item_id, count()
+            FROM lines AS a INNER JOIN lines AS b ON a.order_id = b.order_id
+            WHERE a.item_id != b.item_id
+            GROUP BY a.item_id, b.item_id""",
+            """INSERT INTO {db}.basket_pairs (item_id, other_item_id, orders)
+            SELECT '', item_id, uniqExact(order_id) FROM {db}.basket_items GROUP BY item_id""",
+        ),
+    ),
+    "trending_daily": (
+        ("trending_daily",),
+        (
+            """INSERT INTO {db}.trending_daily (day, item_id, event_type, events)
+            SELECT toDate(ts) AS day, item_id, event_type, count()
+            FROM {db}.events GROUP BY day, item_id, event_type""",
         ),
     ),
     "user_history": (
