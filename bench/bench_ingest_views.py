@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         client = clickhouse_connect.get_client(dsn=f"chdb://{tmp}/data")
         client.command("CREATE DATABASE IF NOT EXISTS bench")
         apply_migrations(client, "bench", args.window_days, tuple(args.without))
-        client.command("SYSTEM STOP TTL MERGES bench.trending")
+        if "0004_trending.sql" not in args.without:
+            client.command("SYSTEM STOP TTL MERGES bench.trending")
         if args.stop_merges:
             client.command("SYSTEM STOP MERGES bench.co_purchase")
         writer = EventWriter(client, "bench")
@@ -131,15 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        tables = set(client.query("SHOW TABLES FROM bench").result_columns[0])
         counts = {
             table: client.command(f"SELECT count() FROM bench.{table}")
             for table in ("events", "co_purchase_history", "user_history", "trending")
+            if table in tables
         }
         pairs = client.query(
             "SELECT count(), sum(pairs) FROM "
             "(SELECT item_id, other_item_id, sum(pairs) AS pairs FROM bench.co_purchase "
             "GROUP BY item_id, other_item_id)"
-        ).result_rows[0]
+        ).result_rows[0] if "co_purchase" in tables else None
         mismatches = verify(client, args.window_days) if args.verify else None
         client.close()
 
@@ -150,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"process CPU: {cpu:.1f} s (chDB runs in-process; includes background merges)")
     print(f"insert latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
-    print(f"co_purchase: {pairs[0]:,} (item, other_item) rows, {pairs[1]:,} pair counts")
+    if pairs is not None:
+        print(f"co_purchase: {pairs[0]:,} (item, other_item) rows, {pairs[1]:,} pair counts")
     print("stored rows (before background collapsing): "
           + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if mismatches is not None:

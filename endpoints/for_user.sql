@@ -52,8 +52,9 @@ WITH
 {% if defined(now) %}
           AND first_ts <= t_now
 {% end %}
+        -- (no HAVING weight > 0: weights are >= 0 and a 0 adds nothing below; the extra
+        -- filter step cost ~0.8 ms)
         GROUP BY item_id
-        HAVING weight > 0
     ),
     -- events per item in the last `trending_hours`, weighted by type, decayed
     recent AS (
@@ -107,7 +108,7 @@ WITH
 {% else %}
     -- the heaviest items
     seeds AS (
-        SELECT item_id, weight FROM mine
+        SELECT item_id, weight FROM mine WHERE weight > 0
         ORDER BY weight DESC, item_id
         LIMIT {{ Int32(max_seeds, 10, min=1, max=500, description="Variant b: seed items used (the heaviest)") }}
     ),
