@@ -5,11 +5,15 @@
 1. Creates a temporary project (the repository's sql/, migrations/, endpoints/), loads
    all 541,909 Online Retail lines through `EventWriter` (timestamps shifted so the data
    ends now, as on a live shop; `trending`'s 90-day TTL then keeps the last 90 days) and
-   the catalog, in this process, then closes the store.
+   the catalog, in this process, merges every table's parts (OPTIMIZE ... FINAL: the
+   state background merges leave a long-running store in; `--no-merge` serves the
+   several parts per table the bulk load leaves), then closes the store.
 2. Starts `redpoll serve` (a subprocess, as in production: `redpoll.testing.run_server`)
    and, per endpoint, sends `--requests` GETs with varied parameters (random customers,
    random popular items, categories) from `concurrency` keep-alive clients.
-3. Prints p50/p99/max per endpoint and concurrency, and the targets (p99 < 20 ms for
+3. Before serving, prints per endpoint the in-process p50 of the whole query and of its
+   `EXPLAIN PLAN` (parse, analysis, planning: the cost before any data is read).
+4. Prints p50/p99/max per endpoint and concurrency, and the targets (p99 < 20 ms for
    for_user, < 10 ms for the others).
 """
 
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,7 +41,7 @@ DATASET = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv
 TARGET_MS = {"for_user": 20.0}
 
 
-def load(project: Path, dataset: Path) -> dict[str, list[str]]:
+def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str]]:
     import datetime as dt
 
     from redpoll.clickhouse.client import connect, parse_url
@@ -78,6 +83,13 @@ def load(project: Path, dataset: Path) -> dict[str, list[str]]:
             }
         )
     db = target.database
+    if merge:
+        merged = time.perf_counter()
+        for (table,) in client.query(
+            f"SELECT name FROM system.tables WHERE database = '{db}' AND engine LIKE '%MergeTree'"
+        ).result_rows:
+            client.command(f"OPTIMIZE TABLE {db}.`{table}` FINAL")
+        print(f"merged all parts in {time.perf_counter() - merged:.1f} s", file=sys.stderr)
     users = [r[0] for r in client.query(
         f"SELECT user_id FROM {db}.user_item_stats GROUP BY user_id ORDER BY user_id"
     ).result_rows]
@@ -93,13 +105,56 @@ def load(project: Path, dataset: Path) -> dict[str, list[str]]:
         f"SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM {db}.co_purchase), "
         f"(SELECT count() FROM {db}.trending)"
     ).result_rows[0]
+    pools = {"users": users, "items": popular, "categories": categories}
+    for line in planning_share(client, project, pools):
+        print(line)
     client.close()
     print(
         f"loaded in {time.perf_counter() - started:.0f} s: events {sizes[0]:,}, "
         f"co_purchase rows {sizes[1]:,}, trending rows (90 days kept) {sizes[2]:,}",
         file=sys.stdout,
     )
-    return {"users": users, "items": popular, "categories": categories}
+    return pools
+
+
+def planning_share(
+    client: Any, project: Path, pools: dict[str, list[str]], n: int = 60
+) -> list[str]:
+    """In-process p50 per endpoint, whole query vs `EXPLAIN PLAN` of it.
+
+    EXPLAIN PLAN parses, analyses and plans the query (running its scalar subqueries)
+    without reading the tables: what a request costs before any data is touched, and a
+    reference for how fast the machine is today.
+    """
+    from redpoll.endpoints.executor import prepare
+    from redpoll.endpoints.loader import catalog_from_client, load_endpoint
+
+    catalog = catalog_from_client(client)
+    rng = random.Random(11)
+
+    def p50(sqls: list[tuple[str, dict]]) -> float:
+        times = []
+        for sql, parameters in sqls:
+            started = time.perf_counter()
+            client.raw_query(sql, parameters=parameters or None, fmt="TSV")
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    lines = [f"in-process p50: SELECT 1 {p50([('SELECT 1', {})] * n):.2f} ms"]
+    for name in ("for_user", "also_bought", "trending", "popular", "recently_viewed"):
+        endpoint = load_endpoint(project / "endpoints" / f"{name}.sql", catalog)
+        queries = []
+        for params in requests_for(name, pools, n, rng):
+            query = prepare(endpoint, {k: str(v) for k, v in params.items()})
+            queries.append((query.sql, dict(query.parameters)))
+        p50(queries)  # warm-up
+        whole = p50(queries)
+        plan = p50([("EXPLAIN PLAN " + sql, parameters) for sql, parameters in queries])
+        lines.append(
+            f"in-process p50: {name:16s} {whole:5.1f} ms, of which parse + analysis + "
+            f"planning (EXPLAIN PLAN) {plan:4.1f} ms ({plan / whole:.0%})"
+        )
+    return lines
 
 
 def requests_for(name: str, pools: dict[str, list[str]], n: int, rng: random.Random) -> list[dict]:
@@ -149,6 +204,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--load-into", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-merge", action="store_true",
+        help="serve the store as the bulk load left it (several unmerged parts per table) "
+        "instead of merged, as background merges leave a long-running store",
+    )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument(
@@ -157,7 +217,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.load_into:  # child process: chDB keeps a data directory open per process
-        print(json.dumps(load(args.load_into, args.dataset)))
+        print(json.dumps(load(args.load_into, args.dataset, merge=not args.no_merge)))
         return 0
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,10 +226,10 @@ def main() -> int:
             shutil.copytree(REPO / folder, project / folder)
         child = subprocess.run(
             [sys.executable, __file__, "--dataset", str(args.dataset),
-             "--load-into", str(project)],
+             "--load-into", str(project), *(["--no-merge"] if args.no_merge else [])],
             check=True, capture_output=True, text=True,
         )
-        sys.stdout.write(child.stdout.splitlines()[0] + "\n")
+        sys.stdout.write("\n".join(child.stdout.splitlines()[:-1]) + "\n")
         pools = json.loads(child.stdout.splitlines()[-1])
         env = {"REDPOLL_ADMIN_TOKEN": "bench", "REDPOLL_LOG_LEVEL": "warning"}
         rows = []

@@ -118,3 +118,15 @@ def test_params_extracted_for_docs() -> None:
     specs = {p.name: p for p in ep.params}
     assert specs["lo"].type == "Int64" and specs["lo"].min == 0 and specs["lo"].default == 0
     assert specs["bs"].type == "Array(String)" and specs["bs"].enum == ("x", "y", "z")
+
+
+def test_rendered_sql_has_no_comments_but_keeps_quoted_dashes() -> None:
+    ep = compile_text(
+        "-- header\nSELECT a, '--kept' AS s, `b--c` AS q -- dropped\n"
+        "FROM t -- also dropped\nWHERE b = 'it''s -- kept' -- {{ Int32(n, 1) }} dropped\n"
+        "LIMIT {{ Int32(n, 1) }}"
+    )
+    sql = render(ep, {}).sql
+    assert "dropped" not in sql and "header" not in sql
+    assert "'--kept'" in sql and "`b--c`" in sql and "'it''s -- kept'" in sql
+    assert sql.count("\n") == 3  # line breaks stay

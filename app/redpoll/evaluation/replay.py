@@ -325,12 +325,19 @@ def _run(
             known = base.user_known_item_ids(inv.user_id)
             fresh = [i for i in ranked if i not in known][:k]
             if len(fresh) < k and len(ranked) >= min(100, k + len(known)):
-                params = {**fu_params, "user_id": inv.user_id, "limit": k,
-                          "now": _iso(inv.ts), "exclude_purchased": "true"}
+                params = {
+                    **fu_params,
+                    "user_id": inv.user_id,
+                    "limit": k,
+                    "now": _iso(inv.ts),
+                    "exclude_purchased": "true",
+                }
                 fresh = caller.call("for_user", params)
                 counts["for_user_second_calls"] += 1
-            for task, excl, rec in (("for_user_all", False, ranked[:k]),
-                                    ("for_user_new", True, fresh)):
+            for task, excl, rec in (
+                ("for_user_all", False, ranked[:k]),
+                ("for_user_new", True, fresh),
+            ):
                 relevant = set(inv.items) if not excl else new_items[inv.order_id]
                 if not relevant:
                     continue

@@ -101,8 +101,11 @@ def load_sample(settings: Any, sample_dir: Path) -> dict[str, Any]:
             f"SELECT category FROM {db}.items FINAL WHERE available GROUP BY category "
             "ORDER BY count() DESC, category LIMIT 1"
         )
-    return {"user": str(user or "17850"), "item": str(item or "85123A"),
-            "category": str(category or "HOLDER")}
+    return {
+        "user": str(user or "17850"),
+        "item": str(item or "85123A"),
+        "category": str(category or "HOLDER"),
+    }
 
 
 def curl_examples(base: str, ex: dict[str, str]) -> str:
@@ -120,8 +123,8 @@ def curl_examples(base: str, ex: dict[str, str]) -> str:
         f"curl '{p}/recently_viewed.json?user_id={u}&event_types=purchase&limit=5'",
         "# feedback: impressions and clicks carry the rec_id and source of a response",
         f"curl -X POST '{base}/v0/events?name=events' -d "
-        f"'{{\"event_type\":\"click\",\"user_id\":\"{u}\",\"item_id\":\"{i}\","
-        f"\"rec_id\":\"<rec_id>\",\"source\":\"for_user:a\"}}'",
+        f'\'{{"event_type":"click","user_id":"{u}","item_id":"{i}",'
+        f'"rec_id":"<rec_id>","source":"for_user:a"}}\'',
         f"curl '{p}/recommendation_stats.json'",
         f"curl '{p}'                                   # every endpoint and its parameters",
     ]
@@ -145,8 +148,13 @@ def curl_examples(base: str, ex: dict[str, str]) -> str:
     default=None,
     help="Maintainers: rebuild the sample from an Online Retail CSV and exit.",
 )
-@click.option("--days", type=float, default=4.0, show_default=True,
-              help="With --build-from: days of data in the sample.")
+@click.option(
+    "--days",
+    type=float,
+    default=4.0,
+    show_default=True,
+    help="With --build-from: days of data in the sample.",
+)
 @click.option("--no-serve", is_flag=True, help="Load and print the examples, do not serve.")
 @click.pass_context
 def demo(

@@ -66,27 +66,60 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     help="The data set file (e.g. online_retail.csv.gz).",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["online-retail"]), default="online-retail",
-    show_default=True, help="How to read the data set.",
+    "--format",
+    "fmt",
+    type=click.Choice(["online-retail"]),
+    default="online-retail",
+    show_default=True,
+    help="How to read the data set.",
 )
 @click.option("--k", type=int, default=10, show_default=True, help="List length scored.")
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-results"),
-    show_default=True, help="Where results.json, results.md and metrics.png go.",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-results"),
+    show_default=True,
+    help="Where results.json, results.md and metrics.png go.",
 )
-@click.option("--window-hours", type=float, default=1.0, show_default=True,
-              help="Replay step: queries for a window run before the window is ingested.")
+@click.option(
+    "--window-hours",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Replay step: queries for a window run before the window is ingested.",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Query threads.")
-@click.option("--start", type=click.DateTime(), default=None,
-              help="Ingest without scoring before this time (quick runs).")
+@click.option(
+    "--start",
+    type=click.DateTime(),
+    default=None,
+    help="Ingest without scoring before this time (quick runs).",
+)
 @click.option("--until", type=click.DateTime(), default=None, help="Stop at this time.")
-@click.option("--sample-every", type=int, default=1, show_default=True,
-              help="Score every n-th invoice only (quick runs).")
+@click.option(
+    "--sample-every",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Score every n-th invoice only (quick runs).",
+)
 @click.option("--max-lines", type=int, default=None, help="Read only the first N lines.")
-@click.option("-f", "--for-user-param", "fu", multiple=True, metavar="NAME=VALUE",
-              help="Extra for_user parameter (repeatable), e.g. -f variant=b.")
-@click.option("-a", "--also-bought-param", "ab", multiple=True, metavar="NAME=VALUE",
-              help="Extra also_bought parameter (repeatable).")
+@click.option(
+    "-f",
+    "--for-user-param",
+    "fu",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Extra for_user parameter (repeatable), e.g. -f variant=b.",
+)
+@click.option(
+    "-a",
+    "--also-bought-param",
+    "ab",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Extra also_bought parameter (repeatable).",
+)
 def evaluate_command(
     project_dir: str | None,
     dataset: Path,
