@@ -34,6 +34,8 @@
 WITH
     ifNull({{ DateTime(now, defined=False, description="Evaluate as of this time (default: now)") }}, now()) AS t_now,
     -- the user's items, weighted by event type and by the recency of the last event
+    -- (user_item_stats is an AggregatingMergeTree: rows are summed per key first, so
+    -- the answer does not depend on how far background merges have got)
     mine AS (
         SELECT
             item_id,
@@ -47,11 +49,16 @@ WITH
                 * exp2(-greatest(dateDiff('second', last_ts, t_now), 0)
                        / (86400 * {{ Float64(half_life_days, 30, min=0.01, description="Recency half-life of the user's items, days") }}))
             ) AS weight
-        FROM user_item_stats
-        WHERE user_id = {{ String(user_id, required=True, description="The user to recommend for", example="17850") }}
+        FROM
+        (
+            SELECT item_id, event_type, sum(events) AS events, max(last_ts) AS last_ts
+            FROM user_item_stats
+            WHERE user_id = {{ String(user_id, required=True, description="The user to recommend for", example="17850") }}
 {% if defined(now) %}
-          AND first_ts <= t_now
+              AND first_ts <= t_now
 {% end %}
+            GROUP BY item_id, event_type
+        )
         -- (no HAVING weight > 0: weights are >= 0 and a 0 adds nothing below; the extra
         -- filter step cost ~0.8 ms)
         GROUP BY item_id

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,60 @@ def test_evaluate_command_on_online_retail_head(
         assert 0.0 <= row["ndcg"] <= row["hit"] <= 1.0 and row["n"] > 0
     assert (out / "metrics.png").stat().st_size > 10_000
     assert "| also_bought | **endpoint** |" in (out / "results.md").read_text()
+
+
+
+def test_views_no_endpoint_reads_are_left_out_with_the_same_answers(
+    project: Path, tmp_path: Path
+) -> None:
+    # The harness drops, from its throwaway store, the views whose output neither
+    # evaluated endpoint reads; every score must be what the full set of views gives.
+    rng = random.Random(5)
+    rows: list[list[object]] = []
+    for inv in range(60):
+        ts = f"2011-01-{1 + inv // 20:02d} {inv % 20:02d}:15:00"
+        user = rng.choice(["", "31", "32", "33", "34", "35"])
+        for item in rng.sample(range(12), rng.randint(1, 4)):
+            rows.append([str(400000 + inv), f"I{item:02d}", f"THING {item % 4} NO {item}",
+                         1, ts, 1.0, user, "UK"])
+    dataset = _write_csv(tmp_path / "shop.csv", rows)
+
+    def run(all_views: bool) -> dict:
+        config = EvalConfig(dataset=dataset, project_dir=project, k=5,
+                            all_views=all_views, work_dir=tmp_path)
+        result = evaluate(config)
+        return {"table": result.table, "counts": result.counts}
+
+    pruned, full = run(False), run(True)
+    left_out = pruned["counts"].pop("views_left_out")
+    assert "co_purchase_mv" in left_out and "co_purchase_history_mv" in left_out
+    assert "basket_pairs_mv" not in left_out and "events_mv" not in left_out
+    tables_left_out = pruned["counts"].pop("tables_left_out")
+    assert "co_purchase" in tables_left_out and "basket_pairs" not in tables_left_out
+    assert full["counts"].pop("views_left_out") == []
+    assert full["counts"].pop("tables_left_out") == []
+    assert pruned == full
+    assert pruned["counts"]["also_bought_queries"] > 20
+    assert any(row["hit"] > 0 for row in pruned["table"] if row["method"] == "endpoint")
+
+
+def test_sampled_runs_judge_new_items_against_every_earlier_purchase(
+    project: Path, tmp_path: Path
+) -> None:
+    # A user buys A in an invoice that is not scored, then A again in one that is: the
+    # repeat purchase has no item new to the user, whether or not the first was sampled.
+    from redpoll.evaluation.replay import _stable_hash
+
+    ids = [str(n) for n in range(500000, 500100)]
+    skipped = next(i for i in ids if _stable_hash(i) % 2 != 0)
+    scored = next(i for i in ids if _stable_hash(i) % 2 == 0)
+    rows: list[list[object]] = [
+        [skipped, "A", "THING A", 1, "2011-01-01 09:00:00", 1.0, "77", "UK"],
+        [scored, "A", "THING A", 1, "2011-01-01 12:00:00", 1.0, "77", "UK"],
+    ]
+    dataset = _write_csv(tmp_path / "repeat.csv", rows)
+    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=5, sample_every=2,
+                                 work_dir=tmp_path))
+    assert result.counts["invoices"] == 1  # only `scored`
+    assert result.counts["for_user_all_queries"] == 1
+    assert result.counts.get("for_user_new_queries", 0) == 0

@@ -286,6 +286,32 @@ def test_for_user_cold_start_fills_from_catalog(recs: TestClient) -> None:
     assert len(ids(recs, "for_user", user_id="u4", limit=6)) == 6
 
 
+def test_for_user_does_not_depend_on_merges(recs: TestClient, store: Store) -> None:  # noqa: F811
+    # u6 buys a1 60 days ago and again 1 hour ago, in two INSERTs: two rows of
+    # user_item_stats until a merge collapses them. The user's weight of a1 is
+    # events * decay(last event) = 2 * decay(1 h) either way (summing decays per row
+    # would give decay(60 d) + decay(1 h) before the merge and 2 * decay(1 h) after).
+    day = 24 * H
+    db = store.target.database
+    store.admin.command(f"SYSTEM STOP MERGES {db}.user_item_stats")  # no merge before ours
+    for n, (item, ago) in enumerate((("a1", 60 * day), ("a1", H), ("b1", 10 * day))):
+        event = _purchase("u6", f"o6{n}", item, ago)
+        r = recs.post("/v0/events?name=events&wait=true", content=ndjson([event]))
+        assert r.status_code == 200, r.text
+    parts = store.admin.command(
+        f"SELECT count() FROM system.parts WHERE database = '{db}' "
+        "AND table = 'user_item_stats' AND active"
+    )
+    assert int(parts) >= 3  # the fixture's INSERT and u6's two a1 rows are separate parts
+    before = call(recs, "for_user", user_id="u6", exclude_purchased="false", limit=7)["data"]
+    store.admin.command(f"SYSTEM START MERGES {db}.user_item_stats")
+    store.admin.command(f"OPTIMIZE TABLE {db}.user_item_stats FINAL")
+    after = call(recs, "for_user", user_id="u6", exclude_purchased="false", limit=7)["data"]
+    assert [(r["item_id"], r["score"]) for r in before] == [
+        (r["item_id"], r["score"]) for r in after
+    ]
+
+
 def test_rec_id_and_variant(recs: TestClient) -> None:
     first = call(recs, "for_user", user_id="u1")["data"]
     assert len({r["rec_id"] for r in first}) == 1 and first[0]["rec_id"]

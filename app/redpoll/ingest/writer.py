@@ -201,6 +201,10 @@ class EventWriter:
                 # view outputs are already grouped; collapsing them again on insert
                 # only costs time (queries sum anyway)
                 "optimize_on_insert": 0,
+                # run the views of one INSERT in parallel (+17-35% events/s at batches
+                # of 200 on 2 cores); safe because every view reads history with
+                # `batch < current` only, so view order does not matter (see above)
+                "parallel_view_processing": 1,
                 **self.settings,
                 "min_insert_block_size_rows": _ONE_BLOCK,
                 "min_insert_block_size_bytes": _ONE_BLOCK,

@@ -105,6 +105,11 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 )
 @click.option("--max-lines", type=int, default=None, help="Read only the first N lines.")
 @click.option(
+    "--all-views",
+    is_flag=True,
+    help="Keep the views no evaluated query reads (same answers, slower ingest).",
+)
+@click.option(
     "-f",
     "--for-user-param",
     "fu",
@@ -132,6 +137,7 @@ def evaluate_command(
     until: dt.datetime | None,
     sample_every: int,
     max_lines: int | None,
+    all_views: bool,
     fu: tuple[str, ...],
     ab: tuple[str, ...],
 ) -> None:
@@ -152,6 +158,7 @@ def evaluate_command(
         start=start,
         until=until,
         sample_every=sample_every,
+        all_views=all_views,
         for_user_params=_params(fu),
         also_bought_params=_params(ab),
         progress=lambda m: click.echo(m, err=True),

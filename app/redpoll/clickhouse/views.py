@@ -1,0 +1,83 @@
+"""Which materialized views feed which tables, read from the store itself.
+
+Used by `redpoll evaluate` to leave out, in its throwaway store, the views whose output
+no evaluated query reads, and their tables, so that a query reaching one fails loudly
+(the per-buyer `co_purchase` view is ~2/3 of the ingest cost and neither default
+recommendation endpoint reads it). Read from `system.tables`, so views a project adds
+are handled like the bundled ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+
+import sqlglot
+from sqlglot import exp
+
+from redpoll.clickhouse.client import Client
+
+__all__ = ("MaterializedView", "materialized_views", "views_not_feeding")
+
+_TO_TABLE = re.compile(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaterializedView:
+    name: str
+    target: str | None  # the `TO` table; None for a view with an inner table
+    reads: frozenset[str]  # every table its SELECT names (source, joins, subqueries)
+
+
+def materialized_views(client: Client, database: str) -> list[MaterializedView]:
+    """The materialized views of `database` with their target and the tables they read."""
+    rows = client.query(
+        "SELECT name, create_table_query, as_select FROM system.tables "
+        "WHERE database = {db:String} AND engine = 'MaterializedView' ORDER BY name",
+        parameters={"db": database},
+    ).result_rows
+    views = []
+    for name, create, as_select in rows:
+        head = create.split(" AS ", 1)[0]  # `TO db.table` sits before the SELECT
+        match = _TO_TABLE.search(head)
+        root = sqlglot.parse_one(as_select, dialect="clickhouse")
+        ctes = {cte.alias_or_name for cte in root.find_all(exp.CTE)}
+        reads = frozenset(
+            t.name for t in root.find_all(exp.Table) if t.name and (t.db or t.name not in ctes)
+        )
+        views.append(MaterializedView(name, match.group(1) if match else None, reads))
+    return views
+
+
+def views_not_feeding(
+    views: Iterable[MaterializedView], tables: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """The views that contribute nothing to any of `tables`, directly or through other
+    views and the tables their SELECTs read (e.g. the dedup index), and the tables only
+    those views write (nothing needed reads them).
+
+    A view without a `TO` table is always kept (its output cannot be traced).
+    """
+    views = list(views)
+    needed = set(tables)
+    keep = {v.name for v in views if v.target is None}
+    needed |= {t for v in views if v.target is None for t in v.reads}
+    changed = True
+    while changed:
+        changed = False
+        for view in views:
+            if view.name not in keep and view.target in needed:
+                keep.add(view.name)
+                needed |= view.reads
+                changed = True
+    unread = [v.name for v in views if v.name not in keep]
+    written_by_kept = {v.target for v in views if v.name in keep}
+    orphans = sorted(
+        {
+            v.target
+            for v in views
+            if v.name not in keep and v.target and v.target not in needed | written_by_kept
+        }
+    )
+    return unread, orphans
