@@ -118,7 +118,6 @@ def test_evaluate_command_on_online_retail_head(
     assert "| also_bought | **endpoint** |" in (out / "results.md").read_text()
 
 
-
 def test_views_no_endpoint_reads_are_left_out_with_the_same_answers(
     project: Path, tmp_path: Path
 ) -> None:

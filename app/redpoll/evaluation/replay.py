@@ -255,16 +255,18 @@ def _run(
         if name not in snap.endpoints:
             errors = "; ".join(str(e) for e in snap.errors)
             raise RuntimeError(f"endpoint {name!r} not loaded: {errors or 'file missing'}")
-    dropped: tuple[list[str], list[str]] = ([], [])
+    views_left_out: list[str] = []
+    tables_left_out: list[str] = []
     if not config.all_views:
-        dropped = _drop_unread_views(admin, target.database, registry, config)
-        say(f"views no evaluated query reads, left out: {', '.join(dropped[0]) or 'none'}")
+        views_left_out, tables_left_out = _drop_unread_views(
+            admin, target.database, registry, config
+        )
+        say(f"views no evaluated query reads, left out: {', '.join(views_left_out) or 'none'}")
     writer = EventWriter(admin, target.database)
     caller = _EndpointCaller(target, registry, config.workers)
     all_ids = [i["item_id"] for i in items] + [e["item_id"] for e in events]
     base = Baselines(dict.fromkeys(all_ids))
     acc = Accumulator()
-    purchased: dict[str, set[str]] = collections.defaultdict(set)  # ground truth, exact
     counts = collections.Counter()
     t_query = t_ingest = t_base = 0.0
     width_ms = int(config.window_hours * 3_600_000)
@@ -279,13 +281,12 @@ def _run(
         month = _month(w_start)
         t0 = time.perf_counter()
         base.start_window(w_start, month)
-        window_invoices = _invoices(window)
-        invoices = window_invoices
+        invoices = _invoices(window)
         if w_start < start_ms:
             invoices = []
         elif config.sample_every > 1:
             every = config.sample_every
-            invoices = [i for i in window_invoices if _stable_hash(i.order_id) % every == 0]
+            invoices = [i for i in invoices if _stable_hash(i.order_id) % every == 0]
 
         # 1. ask the endpoints, before anything of this window is stored
         jobs: list[tuple[str, _Invoice, concurrent.futures.Future[list[str]]]] = []
@@ -299,13 +300,8 @@ def _run(
                 # scores do not depend on it; max_per_category is 0 here). The store
                 # holds exactly the purchases the baselines know (`known`).
                 known = base.user_known_item_ids(inv.user_id)
-                params = {
-                    **fu_params,
-                    "user_id": inv.user_id,
-                    "limit": min(100, k + len(known)),
-                    "now": now,
-                    "exclude_purchased": "false",
-                }
+                limit = min(100, k + len(known))
+                params = _for_user_params(fu_params, inv.user_id, limit, now, exclude=False)
                 jobs.append(("user", inv, caller.pool.submit(caller.call, "for_user", params)))
             if len(inv.items) > 1:
                 params = {**ab_params, "item_id": inv.items[0], "limit": k, "now": now}
@@ -315,11 +311,6 @@ def _run(
 
         # 2. score endpoints and baselines against the true baskets
         t2 = time.perf_counter()
-        new_items: dict[str, set[str]] = {}
-        for inv in invoices:
-            if inv.user_id:
-                before = purchased[inv.user_id]
-                new_items[inv.order_id] = {i for i in inv.items if i not in before}
         for mode, inv, ranked in answers:
             if mode == "item":
                 relevant = set(inv.items[1:])
@@ -329,23 +320,19 @@ def _run(
                     acc.add("also_bought", method, month, score_list(rec, relevant, k))
                 counts["also_bought_queries"] += 1
                 continue
+            # every purchase before this window, scored or not (what the store holds):
+            # "new to the user" is relative to all of them
             known = base.user_known_item_ids(inv.user_id)
             fresh = [i for i in ranked if i not in known][:k]
             if len(fresh) < k and len(ranked) >= min(100, k + len(known)):
-                params = {
-                    **fu_params,
-                    "user_id": inv.user_id,
-                    "limit": k,
-                    "now": _iso(inv.ts),
-                    "exclude_purchased": "true",
-                }
+                params = _for_user_params(fu_params, inv.user_id, k, _iso(inv.ts), exclude=True)
                 fresh = caller.call("for_user", params)
                 counts["for_user_second_calls"] += 1
             for task, excl, rec in (
                 ("for_user_all", False, ranked[:k]),
                 ("for_user_new", True, fresh),
             ):
-                relevant = set(inv.items) if not excl else new_items[inv.order_id]
+                relevant = {i for i in inv.items if not excl or i not in known}
                 if not relevant:
                     continue
                 acc.add(task, "endpoint", month, score_list(rec, relevant, k))
@@ -353,10 +340,6 @@ def _run(
                     base_rec = base.for_user(method, inv.user_id, k, exclude_purchased=excl)
                     acc.add(task, method, month, score_list(base_rec, relevant, k))
                 counts[f"{task}_queries"] += 1
-        # every invoice, scored or not: "new to the user" is relative to all purchases
-        for inv in window_invoices:
-            if inv.user_id:
-                purchased[inv.user_id].update(inv.items)
         t_base += time.perf_counter() - t2
 
         # 3. ingest the window through the real writer
@@ -388,10 +371,23 @@ def _run(
     }
     counts_out: dict[str, Any] = {
         **counts,
-        "views_left_out": dropped[0],
-        "tables_left_out": dropped[1],
+        "views_left_out": views_left_out,
+        "tables_left_out": tables_left_out,
     }
     return EvalResult(k, acc.table(), acc.series(), counts_out, timings)
+
+
+def _for_user_params(
+    extra: Mapping[str, Any], user_id: str, limit: int, now: str, exclude: bool
+) -> dict[str, Any]:
+    """One `for_user` request of the harness: the run's `-f` parameters plus these."""
+    return {
+        **extra,
+        "user_id": user_id,
+        "limit": limit,
+        "now": now,
+        "exclude_purchased": "true" if exclude else "false",
+    }
 
 
 def _drop_unread_views(
@@ -408,17 +404,8 @@ def _drop_unread_views(
     catalog = registry.catalog()
     now = "2011-01-01 00:00:00Z"
     calls = [
-        (
-            "for_user",
-            {
-                **config.for_user_params,
-                "user_id": "u",
-                "limit": 10,
-                "now": now,
-                "exclude_purchased": flag,
-            },
-        )
-        for flag in ("false", "true")
+        ("for_user", _for_user_params(config.for_user_params, "u", 10, now, exclude))
+        for exclude in (False, True)
     ]
     calls.append(
         ("also_bought", {**config.also_bought_params, "item_id": "i", "limit": 10, "now": now})
