@@ -10,7 +10,6 @@ are handled like the bundled ones.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable
 
 import sqlglot
@@ -19,8 +18,6 @@ from sqlglot import exp
 from redpoll.clickhouse.client import Client
 
 __all__ = ("MaterializedView", "materialized_views", "views_not_feeding")
-
-_TO_TABLE = re.compile(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,20 +30,20 @@ class MaterializedView:
 def materialized_views(client: Client, database: str) -> list[MaterializedView]:
     """The materialized views of `database` with their target and the tables they read."""
     rows = client.query(
-        "SELECT name, create_table_query, as_select FROM system.tables "
+        "SELECT name, create_table_query FROM system.tables "
         "WHERE database = {db:String} AND engine = 'MaterializedView' ORDER BY name",
         parameters={"db": database},
     ).result_rows
     views = []
-    for name, create, as_select in rows:
-        head = create.split(" AS ", 1)[0]  # `TO db.table` sits before the SELECT
-        match = _TO_TABLE.search(head)
-        root = sqlglot.parse_one(as_select, dialect="clickhouse")
-        ctes = {cte.alias_or_name for cte in root.find_all(exp.CTE)}
+    for name, create in rows:
+        statement = sqlglot.parse_one(create, dialect="clickhouse")
+        to_table = statement.find(exp.ToTableProperty)
+        select = statement.expression
+        ctes = {cte.alias_or_name for cte in select.find_all(exp.CTE)}
         reads = frozenset(
-            t.name for t in root.find_all(exp.Table) if t.name and (t.db or t.name not in ctes)
+            t.name for t in select.find_all(exp.Table) if t.name and (t.db or t.name not in ctes)
         )
-        views.append(MaterializedView(name, match.group(1) if match else None, reads))
+        views.append(MaterializedView(name, to_table.this.name if to_table else None, reads))
     return views
 
 
