@@ -143,8 +143,10 @@ def main() -> int:
     d50, d99 = percentiles(direct_times)
     for label, samples in (("httpx", http_times), ("http.client", raw_http_times)):
         h50, h99 = percentiles(samples)
-        print(f"HTTP ({label}) / direct ratio: p50 {h50 / d50:.2f}x, p99 {h99 / d99:.2f}x; "
-              f"overhead p50 {h50 - d50:+.3f} ms (target < 1 ms), p99 {h99 - d99:+.3f} ms")
+        print(
+            f"HTTP ({label}) / direct ratio: p50 {h50 / d50:.2f}x, p99 {h99 / d99:.2f}x; "
+            f"overhead p50 {h50 - d50:+.3f} ms (target < 1 ms), p99 {h99 - d99:+.3f} ms"
+        )
     return 0
 
 

@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                     "(SELECT count() FROM user_history WHERE user_id = {u:String} AND "
                     "event_id = {e:String})"
                 )
-                params = {"t": last["event_type"], "i": last["item_id"], "e": last["event_id"],
-                          "u": last["user_id"]}
+                params = {
+                    "t": last["event_type"],
+                    "i": last["item_id"],
+                    "e": last["event_id"],
+                    "u": last["user_id"],
+                }
                 sql = query
                 for key, value in params.items():  # bench-only literal binding
                     literal = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

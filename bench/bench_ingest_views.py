@@ -36,9 +36,15 @@ from redpoll.ingest.writer import EventWriter, backfill_queries
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
-MIGRATIONS = ("0002_events.sql", "0003_co_purchase.sql", "0004_trending.sql",
-              "0005_user_history.sql", "0006_basket_pairs.sql", "0007_trending_daily.sql",
-              "0008_items_latest.sql")
+MIGRATIONS = (
+    "0002_events.sql",
+    "0003_co_purchase.sql",
+    "0004_trending.sql",
+    "0005_user_history.sql",
+    "0006_basket_pairs.sql",
+    "0007_trending_daily.sql",
+    "0008_items_latest.sql",
+)
 
 
 def apply_migrations(
@@ -62,8 +68,19 @@ def apply_migrations(
 
 
 def load_events(path: Path, limit: int | None) -> dict[str, list]:
-    cols: dict[str, list] = {k: [] for k in (
-        "event_id", "ts", "user_id", "order_id", "item_id", "event_type", "quantity", "price")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "event_id",
+            "ts",
+            "user_id",
+            "order_id",
+            "item_id",
+            "event_type",
+            "quantity",
+            "price",
+        )
+    }
     epoch = dt.datetime(1970, 1, 1)
     with gzip.open(path, "rt", newline="") as handle:
         for line_no, row in enumerate(csv.DictReader(handle), start=1):
@@ -90,16 +107,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N lines only")
     parser.add_argument("--csv", type=Path, default=DATA)
     parser.add_argument("--shuffle", action="store_true", help="random arrival order")
-    parser.add_argument("--dup-rate", type=float, default=0.0,
-                        help="fraction of events redelivered once more at a random position")
-    parser.add_argument("--window-days", type=float, default=None,
-                        help="co_purchase window W instead of the migrations' 30 days")
-    parser.add_argument("--stop-merges", action="store_true",
-                        help="no background merges of co_purchase (its insert cost alone)")
-    parser.add_argument("--verify", action="store_true",
-                        help="compare co_purchase with a batch recomputation from events")
-    parser.add_argument("--without", action="append", default=[], choices=MIGRATIONS[1:],
-                        metavar="MIGRATION", help="leave out this view migration")
+    parser.add_argument(
+        "--dup-rate",
+        type=float,
+        default=0.0,
+        help="fraction of events redelivered once more at a random position",
+    )
+    parser.add_argument(
+        "--window-days",
+        type=float,
+        default=None,
+        help="co_purchase window W instead of the migrations' 30 days",
+    )
+    parser.add_argument(
+        "--stop-merges",
+        action="store_true",
+        help="no background merges of co_purchase (its insert cost alone)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare co_purchase with a batch recomputation from events",
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=MIGRATIONS[1:],
+        metavar="MIGRATION",
+        help="leave out this view migration",
+    )
     args = parser.parse_args(argv)
 
     events = load_events(args.csv, args.limit)
@@ -126,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_started = time.process_time()
         started = time.perf_counter()
         for start in range(0, total, args.batch):
-            chunk = {k: v[start:start + args.batch] for k, v in events.items()}
+            chunk = {k: v[start : start + args.batch] for k, v in events.items()}
             t0 = time.perf_counter()
             writer.insert(chunk)
             latencies.append(time.perf_counter() - t0)
@@ -138,11 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             for table in ("events", "co_purchase_history", "user_history", "trending")
             if table in tables
         }
-        pairs = client.query(
-            "SELECT count(), sum(pairs) FROM "
-            "(SELECT item_id, other_item_id, sum(pairs) AS pairs FROM bench.co_purchase "
-            "GROUP BY item_id, other_item_id)"
-        ).result_rows[0] if "co_purchase" in tables else None
+        pairs = (
+            client.query(
+                "SELECT count(), sum(pairs) FROM "
+                "(SELECT item_id, other_item_id, sum(pairs) AS pairs FROM bench.co_purchase "
+                "GROUP BY item_id, other_item_id)"
+            ).result_rows[0]
+            if "co_purchase" in tables
+            else None
+        )
         mismatches = verify(client, args.window_days) if args.verify else None
         client.close()
 
@@ -151,12 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"events: {total:,} in {len(latencies)} inserts of {args.batch:,}")
     print(f"sustained: {total / elapsed:,.0f} events/s ({elapsed:.1f} s wall)")
     print(f"process CPU: {cpu:.1f} s (chDB runs in-process; includes background merges)")
-    print(f"insert latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    print(
+        f"insert latency: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+    )
     if pairs is not None:
         print(f"co_purchase: {pairs[0]:,} (item, other_item) rows, {pairs[1]:,} pair counts")
-    print("stored rows (before background collapsing): "
-          + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    print(
+        "stored rows (before background collapsing): "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    )
     if mismatches is not None:
         print(f"verify: {mismatches} (item, other_item) counts differ from the batch recomputation")
         return 1 if mismatches else 0
@@ -172,11 +217,13 @@ def verify(client: object, window_days: float | None = None) -> int:
         recompute = recompute.replace("2592000000", str(int(window_days * 86_400_000)))
     run(recompute.replace("INTO bench.co_purchase ", "INTO bench.co_purchase_check "))
     grouped = "SELECT item_id, other_item_id, sum(pairs) FROM bench.{} GROUP BY ALL"
-    return int(run(
-        f"SELECT count() FROM (({grouped.format('co_purchase')} EXCEPT "
-        f"{grouped.format('co_purchase_check')}) UNION ALL ("
-        f"{grouped.format('co_purchase_check')} EXCEPT {grouped.format('co_purchase')}))"
-    ))
+    return int(
+        run(
+            f"SELECT count() FROM (({grouped.format('co_purchase')} EXCEPT "
+            f"{grouped.format('co_purchase_check')}) UNION ALL ("
+            f"{grouped.format('co_purchase_check')} EXCEPT {grouped.format('co_purchase')}))"
+        )
+    )
 
 
 if __name__ == "__main__":

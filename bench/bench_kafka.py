@@ -86,8 +86,13 @@ def main() -> None:
     # the mock broker keeps only ~5 MB / 100k messages per partition and drops the oldest
     # beyond that: a big backlog needs many, evenly filled partitions
     parser.add_argument("--partitions", type=int, default=32)
-    parser.add_argument("--online-retail", type=Path, nargs="?", const=ONLINE_RETAIL,
-                        help="phase 1 replays this Online Retail file (default: ../shared)")
+    parser.add_argument(
+        "--online-retail",
+        type=Path,
+        nargs="?",
+        const=ONLINE_RETAIL,
+        help="phase 1 replays this Online Retail file (default: ../shared)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
@@ -163,8 +168,10 @@ def main() -> None:
             if consumed < args.events:
                 done = caught_up_since or done  # not the 5 s that confirmed it
                 retained = kafka_retained(kafka.bootstrap, "events", args.partitions)
-                print(f"  consumed {consumed} of {args.events} produced; the broker retains "
-                      f"{retained} (the mock dropped {args.events - retained})")
+                print(
+                    f"  consumed {consumed} of {args.events} produced; the broker retains "
+                    f"{retained} (the mock dropped {args.events - retained})"
+                )
             elapsed = done - started
             sustained = done - (first_message or started)
             print(

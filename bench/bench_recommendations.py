@@ -60,12 +60,18 @@ def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str
     client.insert(
         f"{target.database}.items",
         [
-            [i["item_id"], i["title"], i["category"], "", i["price"], True,
-             epoch + dt.timedelta(milliseconds=i["updated_at"] + shift)]
+            [
+                i["item_id"],
+                i["title"],
+                i["category"],
+                "",
+                i["price"],
+                True,
+                epoch + dt.timedelta(milliseconds=i["updated_at"] + shift),
+            ]
             for i in items
         ],
-        column_names=["item_id", "title", "category", "brand", "price", "available",
-                      "updated_at"],
+        column_names=["item_id", "title", "category", "brand", "price", "available", "updated_at"],
     )
     writer = EventWriter(client, target.database)
     for start in range(0, len(events), 50_000):
@@ -90,17 +96,26 @@ def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str
         ).result_rows:
             client.command(f"OPTIMIZE TABLE {db}.`{table}` FINAL")
         print(f"merged all parts in {time.perf_counter() - merged:.1f} s", file=sys.stderr)
-    users = [r[0] for r in client.query(
-        f"SELECT user_id FROM {db}.user_item_stats GROUP BY user_id ORDER BY user_id"
-    ).result_rows]
-    popular = [r[0] for r in client.query(
-        f"SELECT item_id FROM {db}.co_purchase GROUP BY item_id "
-        "ORDER BY sum(pairs) DESC LIMIT 1000"
-    ).result_rows]
-    categories = [r[0] for r in client.query(
-        f"SELECT category FROM {db}.items FINAL GROUP BY category ORDER BY count() DESC "
-        "LIMIT 30"
-    ).result_rows]
+    users = [
+        r[0]
+        for r in client.query(
+            f"SELECT user_id FROM {db}.user_item_stats GROUP BY user_id ORDER BY user_id"
+        ).result_rows
+    ]
+    popular = [
+        r[0]
+        for r in client.query(
+            f"SELECT item_id FROM {db}.co_purchase GROUP BY item_id "
+            "ORDER BY sum(pairs) DESC LIMIT 1000"
+        ).result_rows
+    ]
+    categories = [
+        r[0]
+        for r in client.query(
+            f"SELECT category FROM {db}.items FINAL GROUP BY category ORDER BY count() DESC "
+            "LIMIT 30"
+        ).result_rows
+    ]
     sizes = client.query(
         f"SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM {db}.co_purchase), "
         f"(SELECT count() FROM {db}.trending)"
@@ -205,14 +220,16 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--load-into", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--no-merge", action="store_true",
+        "--no-merge",
+        action="store_true",
         help="serve the store as the bulk load left it (several unmerged parts per table) "
         "instead of merged, as background merges leave a long-running store",
     )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument(
-        "--endpoints", nargs="+",
+        "--endpoints",
+        nargs="+",
         default=["for_user", "also_bought", "trending", "popular", "recently_viewed"],
     )
     args = parser.parse_args()
@@ -225,9 +242,18 @@ def main() -> int:
         for folder in ("sql", "migrations", "endpoints", "materialized_views"):
             shutil.copytree(REPO / folder, project / folder)
         child = subprocess.run(
-            [sys.executable, __file__, "--dataset", str(args.dataset),
-             "--load-into", str(project), *(["--no-merge"] if args.no_merge else [])],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--dataset",
+                str(args.dataset),
+                "--load-into",
+                str(project),
+                *(["--no-merge"] if args.no_merge else []),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         sys.stdout.write("\n".join(child.stdout.splitlines()[:-1]) + "\n")
         pools = json.loads(child.stdout.splitlines()[-1])

@@ -35,14 +35,20 @@ TARGET = "(item_id String, other_item_id String, pairs UInt64)"
 def view_select(database: str, source: str) -> str:
     """The SELECT of `co_purchase_mv`, reading `source` instead of the landing table."""
     text = (REPO / "materialized_views" / "co_purchase.sql").read_text()
-    view = text[text.index("co_purchase_mv {{ on_cluster }}"):]
-    query = view[view.index("AS WITH") + 3:].rstrip().rstrip(";")
+    view = text[text.index("co_purchase_mv {{ on_cluster }}") :]
+    query = view[view.index("AS WITH") + 3 :].rstrip().rstrip(";")
     return query.replace("{{ database }}.events_landing", source).replace(
-        "{{ database }}", database)
+        "{{ database }}", database
+    )
 
 
-def best_of(client: Any, sql: str, settings: dict[str, Any] | None = None,
-            setup: str | None = None, runs: int = 3) -> tuple[float, Any]:
+def best_of(
+    client: Any,
+    sql: str,
+    settings: dict[str, Any] | None = None,
+    setup: str | None = None,
+    runs: int = 3,
+) -> tuple[float, Any]:
     best, result = float("inf"), None
     for _ in range(runs):
         if setup:
@@ -67,39 +73,50 @@ def main() -> None:
         client.command("SYSTEM STOP TTL MERGES bench.trending")
         writer = EventWriter(client, "bench")
         for start in range(0, args.before, 10_000):
-            writer.insert({k: v[start:min(start + 10_000, args.before)]
-                           for k, v in events.items()})
-        block = {k: v[args.before:] for k, v in events.items()}
+            writer.insert(
+                {k: v[start : min(start + 10_000, args.before)] for k, v in events.items()}
+            )
+        block = {k: v[args.before :] for k, v in events.items()}
         landing = {**block, "ts": [dt.datetime.fromtimestamp(t, dt.UTC) for t in block["ts"]]}
         client.command("CREATE TABLE bench.block AS bench.events_landing ENGINE = Memory")
         names = list(block)
-        client.insert("bench.block", [[*list(row), writer.last_batch + 1]
-                                      for row in zip(*landing.values(), strict=True)],
-                      column_names=[*names, "batch"])
+        client.insert(
+            "bench.block",
+            [[*list(row), writer.last_batch + 1] for row in zip(*landing.values(), strict=True)],
+            column_names=[*names, "batch"],
+        )
         select = view_select("bench", "bench.block")
-        body = select[select.rindex("SELECT item_id, other_item_id, count()"):]
-        pairs = select[:len(select) - len(body)] + "SELECT count() FROM (" + body[
-            body.index("FROM\n(") + 5:body.rindex("GROUP BY")] + ")"
+        body = select[select.rindex("SELECT item_id, other_item_id, count()") :]
+        pairs = (
+            select[: len(select) - len(body)]
+            + "SELECT count() FROM ("
+            + body[body.index("FROM\n(") + 5 : body.rindex("GROUP BY")]
+            + ")"
+        )
         fresh = "DROP TABLE IF EXISTS bench.target; CREATE TABLE bench.target {} ENGINE = {}"
         summing = fresh.format(TARGET, "SummingMergeTree(pairs) ORDER BY (item_id, other_item_id)")
         no_collapse = {"optimize_on_insert": 0}
         figures = {
             "pairs before grouping": best_of(client, pairs),
             "SELECT (join + GROUP BY), grouped rows": best_of(
-                client, f"SELECT count() FROM ({select})"),
+                client, f"SELECT count() FROM ({select})"
+            ),
             "SELECT into Memory": best_of(
-                client, f"INSERT INTO bench.target {select}",
-                setup=fresh.format(TARGET, "Memory")),
+                client, f"INSERT INTO bench.target {select}", setup=fresh.format(TARGET, "Memory")
+            ),
             "SELECT into SummingMergeTree": best_of(
-                client, f"INSERT INTO bench.target {select}", no_collapse, summing),
+                client, f"INSERT INTO bench.target {select}", no_collapse, summing
+            ),
             "same, max_threads=1 (as in a view)": best_of(
-                client, f"INSERT INTO bench.target {select}",
-                {**no_collapse, "max_threads": 1}, summing),
+                client,
+                f"INSERT INTO bench.target {select}",
+                {**no_collapse, "max_threads": 1},
+                summing,
+            ),
         }
         started = time.perf_counter()
         writer.insert(block)
-        figures["EventWriter.insert (all views)"] = ((time.perf_counter() - started) * 1000,
-                                                    None)
+        figures["EventWriter.insert (all views)"] = ((time.perf_counter() - started) * 1000, None)
         client.close()
     print(f"one block of {args.batch:,} events after {args.before:,}:")
     for label, (ms, result) in figures.items():

@@ -25,8 +25,16 @@ from redpoll.evaluation.metrics import score_list
 from redpoll.evaluation.replay import EvalConfig, evaluate
 from tests.conftest import REPO_ROOT
 
-HEADER = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-          "CustomerID", "Country"]
+HEADER = [
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+]
 
 
 def test_metrics_by_hand() -> None:
@@ -58,18 +66,19 @@ def test_replay_never_sees_the_future(project: Path, tmp_path: Path) -> None:
     rows: list[list[object]] = []
     # day 1: filler purchases so that popularity and trending have something to offer
     for n in range(15):  # one-line guest invoices: learned from, never scored
-        rows.append([str(100000 + n), f"A{n:02d}", f"FILLER {n}", 1, "2011-01-01 09:00:00",
-                     1.0, "", "UK"])
+        rows.append(
+            [str(100000 + n), f"A{n:02d}", f"FILLER {n}", 1, "2011-01-01 09:00:00", 1.0, "", "UK"]
+        )
     # then, every 2 hours, one user buys three brand-new items (Z... sort last)
     for inv in range(12):
         ts = f"2011-01-02 {inv * 2:02d}:30:00"
         user = str(10000 + inv % 3)  # returning users: their history exists
         for j in range(3):
-            rows.append([str(200000 + inv), f"Z{inv:02d}{j}", f"NEW {inv} {j}", 1, ts, 1.0,
-                         user, "UK"])
+            rows.append(
+                [str(200000 + inv), f"Z{inv:02d}{j}", f"NEW {inv} {j}", 1, ts, 1.0, user, "UK"]
+            )
     dataset = _write_csv(tmp_path / "shop.csv", rows)
-    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=10,
-                                 work_dir=tmp_path))
+    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=10, work_dir=tmp_path))
     assert result.counts["for_user_all_queries"] == 12
     assert result.counts["also_bought_queries"] == 12
     for row in result.table:
@@ -81,8 +90,9 @@ def test_replay_learns_from_the_past(project: Path, tmp_path: Path) -> None:
     # window, also_bought(P1) must rank P2 first and for_user must find it for new users
     rows: list[list[object]] = []
     for n in range(15):  # one-line guest invoices: learned from, never scored
-        rows.append([str(100000 + n), f"A{n:02d}", f"FILLER {n}", 1, "2011-01-01 09:00:00",
-                     1.0, "", "UK"])
+        rows.append(
+            [str(100000 + n), f"A{n:02d}", f"FILLER {n}", 1, "2011-01-01 09:00:00", 1.0, "", "UK"]
+        )
     for inv in range(10):
         ts = f"2011-01-02 {inv * 2:02d}:30:00"
         user = str(20000 + inv)
@@ -103,8 +113,19 @@ def test_evaluate_command_on_online_retail_head(
     runner = CliRunner()
     result = runner.invoke(
         cli,
-        ["evaluate", "--project", str(project), "--dataset", str(online_retail_csv),
-         "--max-lines", "4000", "--k", "10", "--out", str(out)],
+        [
+            "evaluate",
+            "--project",
+            str(project),
+            "--dataset",
+            str(online_retail_csv),
+            "--max-lines",
+            "4000",
+            "--k",
+            "10",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
@@ -129,13 +150,24 @@ def test_views_no_endpoint_reads_are_left_out_with_the_same_answers(
         ts = f"2011-01-{1 + inv // 20:02d} {inv % 20:02d}:15:00"
         user = rng.choice(["", "31", "32", "33", "34", "35"])
         for item in rng.sample(range(12), rng.randint(1, 4)):
-            rows.append([str(400000 + inv), f"I{item:02d}", f"THING {item % 4} NO {item}",
-                         1, ts, 1.0, user, "UK"])
+            rows.append(
+                [
+                    str(400000 + inv),
+                    f"I{item:02d}",
+                    f"THING {item % 4} NO {item}",
+                    1,
+                    ts,
+                    1.0,
+                    user,
+                    "UK",
+                ]
+            )
     dataset = _write_csv(tmp_path / "shop.csv", rows)
 
     def run(all_views: bool) -> dict:
-        config = EvalConfig(dataset=dataset, project_dir=project, k=5,
-                            all_views=all_views, work_dir=tmp_path)
+        config = EvalConfig(
+            dataset=dataset, project_dir=project, k=5, all_views=all_views, work_dir=tmp_path
+        )
         result = evaluate(config)
         return {"table": result.table, "counts": result.counts}
 
@@ -167,8 +199,9 @@ def test_sampled_runs_judge_new_items_against_every_earlier_purchase(
         [scored, "A", "THING A", 1, "2011-01-01 12:00:00", 1.0, "77", "UK"],
     ]
     dataset = _write_csv(tmp_path / "repeat.csv", rows)
-    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=5, sample_every=2,
-                                 work_dir=tmp_path))
+    result = evaluate(
+        EvalConfig(dataset=dataset, project_dir=project, k=5, sample_every=2, work_dir=tmp_path)
+    )
     assert result.counts["invoices"] == 1  # only `scored`
     assert result.counts["for_user_all_queries"] == 1
     assert result.counts.get("for_user_new_queries", 0) == 0

@@ -110,15 +110,37 @@ def recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestCl
     store.migrations().up()
     with TestClient(app=create_app(settings, store=store)) as client:
         catalog = [
-            {"item_id": i, "title": t, "category": c, "price": p, "available": a,
-             "updated_at": "2024-01-01 00:00:00"}
+            {
+                "item_id": i,
+                "title": t,
+                "category": c,
+                "price": p,
+                "available": a,
+                "updated_at": "2024-01-01 00:00:00",
+            }
             for i, t, c, p, a in ITEMS
         ]
         # d1: available at first, its latest version is not
-        catalog.append({"item_id": "d1", "title": "Mug old", "category": "MUG", "price": 1.0,
-                        "available": True, "updated_at": "2024-01-01 00:00:00"})
-        catalog.append({"item_id": "d1", "title": "Mug old", "category": "MUG", "price": 1.0,
-                        "available": False, "updated_at": "2024-02-01 00:00:00"})
+        catalog.append(
+            {
+                "item_id": "d1",
+                "title": "Mug old",
+                "category": "MUG",
+                "price": 1.0,
+                "available": True,
+                "updated_at": "2024-01-01 00:00:00",
+            }
+        )
+        catalog.append(
+            {
+                "item_id": "d1",
+                "title": "Mug old",
+                "category": "MUG",
+                "price": 1.0,
+                "available": False,
+                "updated_at": "2024-02-01 00:00:00",
+            }
+        )
         r = client.post("/v0/events?name=items&wait=true", content=ndjson(catalog))
         assert r.status_code == 200 and r.json()["quarantined_rows"] == 0, r.text
         r = client.post("/v0/events?name=events&wait=true", content=ndjson(EVENTS))
@@ -141,8 +163,14 @@ def test_endpoints_load_without_errors(recs: TestClient) -> None:
     listing = recs.get("/v0/pipes").json()
     assert listing["errors"] == []
     names = {p["name"] for p in listing["pipes"]}
-    assert {"also_bought", "trending", "for_user", "recently_viewed", "popular",
-            "recommendation_stats"} <= names
+    assert {
+        "also_bought",
+        "trending",
+        "for_user",
+        "recently_viewed",
+        "popular",
+        "recommendation_stats",
+    } <= names
 
 
 def test_also_bought(recs: TestClient) -> None:
@@ -170,8 +198,10 @@ def test_also_bought(recs: TestClient) -> None:
 def test_also_bought_ties_and_popularity_weight(recs: TestClient) -> None:
     # a new order o6 = {c1, a3}: c1 is now in one order with each of a1, b1 and a3;
     # equal counts go to the item in more orders (a1 3, b1 2, a3 1), not by item id
-    r = recs.post("/v0/events?name=events&wait=true",
-                  content=ndjson([_purchase("u6", "o6", "c1", H), _purchase("u6", "o6", "a3", H)]))
+    r = recs.post(
+        "/v0/events?name=events&wait=true",
+        content=ndjson([_purchase("u6", "o6", "c1", H), _purchase("u6", "o6", "a3", H)]),
+    )
     assert r.status_code == 200 and r.json()["successful_rows"] == 2, r.text
     assert ids(recs, "also_bought", item_id="c1", fallback="false") == ["a1", "b1", "a3"]
     # popularity_weight w adds w * orders / most orders (a1 3; b1, c1 now 2) to every
@@ -185,7 +215,11 @@ def test_popular(recs: TestClient) -> None:
     # purchases in 30 days: a1=3, b1=2, a2=b2=c1=1 (d1 unavailable)
     data = call(recs, "popular")["data"]
     assert [(r["item_id"], int(r["purchases"])) for r in data] == [
-        ("a1", 3), ("b1", 2), ("a2", 1), ("b2", 1), ("c1", 1)
+        ("a1", 3),
+        ("b1", 2),
+        ("a2", 1),
+        ("b2", 1),
+        ("c1", 1),
     ]
     assert ids(recs, "popular", days=1) == ["a1", "a2", "b2"]
     assert ids(recs, "popular", max_per_category=1) == ["a1", "b1", "c1"]
@@ -251,8 +285,11 @@ def test_for_user_personalized_and_exclusion(recs: TestClient) -> None:
         "c1": decay(26) + 0.3 * decay(1),
         "a2": decay(3),
     }
-    idf2_mug, idf2_lamp, idf2_once = (math.log(9 / 5) ** 2, math.log(9 / 3) ** 2,
-                                      math.log(9 / 2) ** 2)
+    idf2_mug, idf2_lamp, idf2_once = (
+        math.log(9 / 5) ** 2,
+        math.log(9 / 3) ** 2,
+        math.log(9 / 2) ** 2,
+    )
     max_sim = idf2_mug + idf2_once  # a1
     rows = call(recs, "for_user", user_id="u1")["data"]
     assert [r["item_id"] for r in rows] == ["b2", "a2", "a3", "c1", "z1"]
@@ -260,7 +297,10 @@ def test_for_user_personalized_and_exclusion(recs: TestClient) -> None:
     assert rows[0]["score"] == pytest.approx(expected_b2, abs=1e-5)
     assert rows[3]["score"] == pytest.approx(trend["c1"] / trend["a1"] * 0.1, abs=1e-5)
     assert ids(recs, "for_user", user_id="u1", exclude_purchased="false")[:4] == [
-        "a1", "b1", "b2", "a2"
+        "a1",
+        "b1",
+        "b2",
+        "a2",
     ]
     # without the floor, only items sharing a title word with u1's items score
     assert ids(recs, "for_user", user_id="u1", profile_floor=0, limit=3) == ["b2", "a2", "a3"]
@@ -338,12 +378,28 @@ def test_attribution_recommendation_stats(recs: TestClient) -> None:
     ts = (NOW_DT - dt.timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S")
     feedback = []
     for row in shown_a + shown_b:
-        feedback.append({"event_type": "impression", "item_id": row["item_id"], "ts": ts,
-                         "user_id": "u1", "rec_id": row["rec_id"], "source": row["source"]})
+        feedback.append(
+            {
+                "event_type": "impression",
+                "item_id": row["item_id"],
+                "ts": ts,
+                "user_id": "u1",
+                "rec_id": row["rec_id"],
+                "source": row["source"],
+            }
+        )
     click_a, click_b = shown_a[0], shown_b[1]
     for row in (click_a, click_b):
-        feedback.append({"event_type": "click", "item_id": row["item_id"], "ts": ts,
-                         "user_id": "u1", "rec_id": row["rec_id"], "source": row["source"]})
+        feedback.append(
+            {
+                "event_type": "click",
+                "item_id": row["item_id"],
+                "ts": ts,
+                "user_id": "u1",
+                "rec_id": row["rec_id"],
+                "source": row["source"],
+            }
+        )
     # a click without rec_id is not attributed
     feedback.append({"event_type": "click", "item_id": "a1", "ts": ts, "user_id": "u9"})
     r = recs.post("/v0/events?name=events&wait=true", content=ndjson(feedback))

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from redpoll.app import create_app
-from redpoll.clickhouse.client import Client, ClientPool, Target, connect
+from redpoll.clickhouse.client import Client, Target
 from redpoll.settings import load_settings
 from redpoll.store import Store
 from redpoll.testing import free_port
@@ -29,8 +29,7 @@ def server_url(tmp_path, ch_target: Target, admin_client: Client) -> Iterator[st
     settings = load_settings(
         {"project_dir": str(tmp_path), "admin_token": "adm", "read_token": "tb-token"}, environ={}
     )
-    pool = ClientPool([connect(ch_target, readonly=True) for _ in range(2)])
-    store = Store(settings, ch_target, admin_client, pool, None)
+    store = Store.attach(settings, ch_target, admin_client)
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, store=store), host="127.0.0.1", port=port, log_level="warning"
@@ -51,7 +50,7 @@ def server_url(tmp_path, ch_target: Target, admin_client: Client) -> Iterator[st
     finally:
         server.should_exit = True
         thread.join(10)
-        pool.close()
+        store.close_read_pools()
 
 
 def test_sdk_query_returns_data(server_url: str) -> None:

@@ -416,11 +416,12 @@ def test_split_block_breaks_exactness_without_the_writer(
     )["co_purchase"] == {("x", "y"): 1, ("y", "x"): 1}
 
 
-def test_cut_short_insert_is_repaired_from_events(
+def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
     ch_target: Target, fresh_db: Any, admin_client: Client, tmp_path: Path
 ) -> None:
-    """A journal left behind (the process died mid-INSERT) makes the next writer rebuild
-    every derived table, so views missing part of a batch become exact again."""
+    """A journal left behind (the process died mid-INSERT) makes the next writer remove
+    that batch from `events` (it was never acknowledged) and rebuild every derived table,
+    so views missing part of a batch become exact again and a retry stores it once."""
     rnd = random.Random(7)
     events = [
         {
@@ -440,18 +441,24 @@ def test_cut_short_insert_is_repaired_from_events(
     writer.insert(to_columns(events[:30]))
     writer.insert(to_columns(events[30:]))
     assert not journal.exists()
-    expected = oracle(events)
     # Simulate a crash after `events` got the last batch but before other views did.
     admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
     admin_client.command(f"DELETE FROM {db}.trending WHERE item_id = 'i1'")
     admin_client.command(f"TRUNCATE TABLE {db}.event_ids")
     journal.write_text('{"batch": 2}')
-    assert observed(admin_client, db) != expected
+    assert observed(admin_client, db) != oracle(events[:30])
     writer = EventWriter(admin_client, db, journal=journal)
     assert not journal.exists()
-    assert observed(admin_client, db) == expected
+    assert observed(admin_client, db) == oracle(events[:30])
+    writer.insert(to_columns(events[25:]))  # the client's retry, overlapping batch 1
+    assert observed(admin_client, db) == oracle(events)
     writer.insert(to_columns(events[:10]))  # replays still change nothing after repair
-    assert observed(admin_client, db) == expected
+    assert observed(admin_client, db) == oracle(events)
+    journal.write_text("not json")  # unreadable: nothing is removed, views are rebuilt
+    admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
+    EventWriter(admin_client, db, journal=journal)
+    assert not journal.exists()
+    assert observed(admin_client, db) == oracle(events)
 
 
 # materialized_views/items_latest.sql ("Rebuild").

@@ -47,17 +47,24 @@ ROUTE_HANDLERS: list[Any] = [
 ]
 
 
-def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
-    """Build the app. `store` lets tests hand in an already open store (it is not closed)."""
+def create_app(
+    settings: Settings, *, store: Store | None = None, owns_store: bool = False
+) -> Litestar:
+    """Build the app.
+
+    `store` hands in an already open store: tests do, and `redpoll serve` does so that a
+    busy store is a one-line CLI error before uvicorn starts. It is closed on shutdown
+    only with `owns_store` (then `app.state.store` is None once closed).
+    """
     admin_token = settings.admin_token or secrets.token_urlsafe(24)
 
     def open_store(app: Litestar) -> None:
-        if store is not None:
+        if store is None:
+            app.state.store = Store.open(
+                settings, "redpoll serve", read_clients=settings.read_pool_size
+            )
+        else:
             app.state.store = store
-            return
-        app.state.store = Store.open(
-            settings, "redpoll serve", read_clients=settings.read_pool_size
-        )
         lock = app.state.store.lock
         if lock is not None:
             url = f"http://{settings.host}:{settings.port}"
@@ -65,8 +72,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> Litestar:
         log.info("store open: %s", app.state.store.target.describe())
 
     def close_store(app: Litestar) -> None:
-        if store is None and getattr(app.state, "store", None) is not None:
+        if (store is None or owns_store) and getattr(app.state, "store", None) is not None:
             app.state.store.close()
+            app.state.store = None
 
     return Litestar(
         route_handlers=list(ROUTE_HANDLERS),

@@ -13,10 +13,12 @@ __all__ = (
     "MigrationError",
     "NotFound",
     "ParameterError",
+    "PayloadTooLarge",
     "QueryError",
     "QueryTimeout",
     "RedpollError",
     "StoreBusy",
+    "TooBusy",
     "Unauthorized",
 )
 
@@ -25,6 +27,8 @@ class RedpollError(Exception):
     """Base of all errors meant for a user; `status` is the HTTP status to answer with."""
 
     status: int = 500
+    #: seconds, sent as `Retry-After` (429/503 answers)
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -55,6 +59,19 @@ class QueryTimeout(RedpollError):
     """The query ran past its `max_execution_time`."""
 
     status = 408
+
+
+class PayloadTooLarge(RedpollError):
+    """A body, a `q` or a decompressed body is larger than its configured limit."""
+
+    status = 413
+
+
+class TooBusy(RedpollError):
+    """Too many heavy queries at once: retry after `retry_after` seconds."""
+
+    status = 429
+    retry_after = 1
 
 
 class Unauthorized(RedpollError):

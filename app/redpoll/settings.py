@@ -64,6 +64,96 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_result_rows", int, 100_000, "Default max_result_rows for endpoint queries."),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
     Setting("kafka_brokers", str, "", "Kafka bootstrap servers (host:port,...). Empty: no Kafka."),
+    # --- limits (docs/limits.md): what a client gets when it hits each ---------------
+    Setting(
+        "max_body_bytes",
+        int,
+        16 * 1024 * 1024,
+        "Largest request body accepted, as sent (compressed or not). Larger: 413.",
+    ),
+    Setting(
+        "max_inflated_bytes",
+        int,
+        128 * 1024 * 1024,
+        "Largest body after undoing Content-Encoding (gzip/deflate bombs). Larger: 413.",
+    ),
+    Setting(
+        "max_id_bytes",
+        int,
+        256,
+        "Longest value (UTF-8 bytes) of an ingested String column named `*_id`. "
+        "Longer: the row is quarantined.",
+    ),
+    Setting(
+        "max_field_bytes",
+        int,
+        64 * 1024,
+        "Longest value (UTF-8 bytes) of any other ingested String column. "
+        "Longer: the row is quarantined.",
+    ),
+    Setting("max_q_bytes", int, 8192, "Longest `q=` accepted on pipes. Longer: 413."),
+    Setting(
+        "query_max_memory_bytes",
+        int,
+        1024 * 1024 * 1024,
+        "max_memory_usage of every read query. Over it: 400 (memory limit).",
+    ),
+    Setting(
+        "query_max_rows_to_read",
+        int,
+        500_000_000,
+        "max_rows_to_read of every read query. Over it: 400 (too many rows read).",
+    ),
+    Setting(
+        "query_max_bytes_to_read",
+        int,
+        20 * 1024 * 1024 * 1024,
+        "max_bytes_to_read of every read query. Over it: 400 (too many bytes read).",
+    ),
+    Setting(
+        "max_result_bytes",
+        int,
+        64 * 1024 * 1024,
+        "max_result_bytes of every read query. Over it: 400 (result too large).",
+    ),
+    Setting(
+        "heavy_query_concurrency",
+        int,
+        1,
+        "Queries with `q=` that may run at once, on clients of their own; more wait, "
+        "then get 429. Ordinary endpoint calls never wait for them.",
+    ),
+    Setting(
+        "heavy_query_threads",
+        int,
+        1,
+        "max_threads of a `q=` query (cores it may use), leaving the rest to ordinary calls.",
+    ),
+    Setting(
+        "header_timeout_s",
+        float,
+        10.0,
+        "Seconds a client has to send a request's headers; then the connection is closed.",
+    ),
+    Setting(
+        "max_header_bytes",
+        int,
+        64 * 1024,
+        "Largest request line plus headers. Larger: 431 and the connection is closed.",
+    ),
+    Setting(
+        "max_connections",
+        int,
+        2048,
+        "Open connections `redpoll serve` accepts at once; more are answered 503.",
+    ),
+    Setting(
+        "datasource_refresh_s",
+        float,
+        5.0,
+        "An unknown data source name re-reads the catalog at most this often (seconds); "
+        "migrations run through the server refresh it at once.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -107,6 +197,21 @@ class Settings:
     max_result_rows: int
     log_level: str
     kafka_brokers: str
+    max_body_bytes: int
+    max_inflated_bytes: int
+    max_id_bytes: int
+    max_field_bytes: int
+    max_q_bytes: int
+    query_max_memory_bytes: int
+    query_max_rows_to_read: int
+    query_max_bytes_to_read: int
+    max_result_bytes: int
+    heavy_query_concurrency: int
+    heavy_query_threads: int
+    header_timeout_s: float
+    max_header_bytes: int
+    max_connections: int
+    datasource_refresh_s: float
 
     @property
     def state_dir(self) -> Path:

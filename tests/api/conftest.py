@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import TestClient
 
 from redpoll.app import create_app
-from redpoll.clickhouse.client import Client, ClientPool, Target, connect
+from redpoll.clickhouse.client import Client, Target
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
 
@@ -30,9 +30,9 @@ def settings(project_dir: Path, ch_target: Target) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings, ch_target: Target, admin_client: Client) -> Iterator[Store]:
-    pool = ClientPool([connect(ch_target, readonly=True) for _ in range(2)])
-    yield Store(settings, ch_target, admin_client, pool, None)
-    pool.close()
+    store = Store.attach(settings, ch_target, admin_client)
+    yield store
+    store.close_read_pools()
 
 
 @pytest.fixture

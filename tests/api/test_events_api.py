@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
 import threading
-from collections.abc import Iterator
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
 from redpoll.app import create_app
-from redpoll.clickhouse.client import Client
+from redpoll.clickhouse.client import Client, Target
+from redpoll.ingest import service as service_module
+from redpoll.ingest.service import IngestService
+from redpoll.ingest.validate import parse_body, validate_rows
+from redpoll.ingest.writer import VIEWS, backfill
 from redpoll.settings import Settings
 from redpoll.store import Store
 from tests.api.test_health_admin import assert_error_envelope
 from tests.conftest import REPO_ROOT
+from tests.test_views_exact import observed
 
 ALL_TYPES = """
 CREATE TABLE {{ database }}.all_types (
@@ -265,14 +274,346 @@ def test_concurrent_requests_are_group_committed(
 
 
 def test_append_token_when_configured(shop: Path, store: Store, settings: Settings) -> None:
-    import dataclasses
-
     guarded = dataclasses.replace(settings, append_token="s3cret")
     with TestClient(app=create_app(guarded, store=store)) as api:
         body = b'{"item_id": "x", "event_type": "view"}'
         assert_error_envelope(api.post("/v0/events?name=events", content=body), 403)
         ok = api.post("/v0/events?name=events&token=s3cret", content=body)
         assert ok.status_code == 202
-        ok = api.post("/v0/events?name=events", content=body,
-                      headers={"Authorization": "Bearer s3cret"})
+        ok = api.post(
+            "/v0/events?name=events", content=body, headers={"Authorization": "Bearer s3cret"}
+        )
         assert ok.status_code == 202
+
+
+# ---------------------------------------------------------------- issue 13 (ingest side)
+
+
+def views_match_recomputation(client: Client, database: str) -> None:
+    """Every view equals its recomputation from `events` (`backfill`, writer.py)."""
+    live = observed(client, database)
+    for view in VIEWS:
+        backfill(client, database, view)
+    assert observed(client, database) == live
+
+
+def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls at once (one thread each); their results in order."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def no_id_rows(k: int, n: int = 50) -> list[dict]:
+    return [
+        {"user_id": f"u{k % 7}", "order_id": f"o{k}", "item_id": f"i{i % 9}",
+         "event_type": "purchase", "source": f"req{k}"}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_failing_requests_store_nothing_and_acked_rows_are_stored_once(
+    events_api: TestClient, admin_client: Client, ch_target: Target
+) -> None:
+    """Issue 13 defect 2 as observed: 72 good requests of 50 events without event_id and
+    3 with line_offset=-1000 and a bad line, at once. Was: 4,150 rows stored for 3,600
+    acknowledged, the failing requests 500 with 6 of their rows stored."""
+    good = [lambda k=k: post(events_api, "events", ndjson(no_id_rows(k))) for k in range(72)]
+    bad_body = ndjson(no_id_rows(1000, 10)) + "{broken\n"
+    bad = [
+        lambda: events_api.post("/v0/events?name=events&wait=true&line_offset=-1000",
+                                content=bad_body)
+        for _ in range(3)
+    ]  # fmt: skip
+    answers = concurrently(good + bad)
+    acked = 0
+    for r in answers[:72]:
+        assert r.status_code == 200, r.text
+        acked += r.json()["successful_rows"]
+    for r in answers[72:]:
+        assert "line_offset" in assert_error_envelope(r, 400)["error"]
+    assert acked == 3600
+    assert admin_client.query(
+        "SELECT count(), uniqExact(event_id), countIf(source = 'req1000') FROM events"
+    ).result_rows == [(3600, 3600, 0)]
+    views_match_recomputation(admin_client, ch_target.database)
+
+
+BOOM_VIEW = (
+    "CREATE TABLE boom_sink (item_id String) ENGINE = Null",
+    # a view chained on `events` that fails for one item: the failing INSERT has already
+    # written its rows to `events` (and some views) when the error comes
+    "CREATE MATERIALIZED VIEW boom_mv TO boom_sink AS SELECT "
+    "if(throwIf(item_id = 'boom', 'boom') = 0, item_id, item_id) AS item_id FROM events",
+)
+
+
+def test_failed_events_insert_is_rolled_back_and_retried_exactly_once(
+    events_api: TestClient, admin_client: Client, ch_target: Target
+) -> None:
+    """An events INSERT that fails half-way (here: a view's error, after `events` got the
+    rows) is rolled back; grouped neighbours are retried with the ids of their first
+    attempt. Was: the retry re-inserted the group's rows with fresh ids (duplicates) and
+    the failing request's rows stayed stored."""
+    for statement in BOOM_VIEW:
+        admin_client.command(statement)
+    boom = [*no_id_rows(999, 20), {"item_id": "boom", "event_type": "view", "source": "req999"}]
+    calls = [lambda k=k: post(events_api, "events", ndjson(no_id_rows(k))) for k in range(24)]
+    calls.insert(12, lambda: post(events_api, "events", ndjson(boom)))
+    answers = concurrently(calls)
+    failed = answers.pop(12)
+    assert failed.status_code in {400, 500}  # how a view's error maps: api/errors.py
+    assert_error_envelope(failed, failed.status_code)
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert sum(r.json()["successful_rows"] for r in answers) == 24 * 50
+    assert admin_client.query(
+        "SELECT count(), uniqExact(event_id), countIf(source = 'req999') FROM events"
+    ).result_rows == [(1200, 1200, 0)]
+    views_match_recomputation(admin_client, ch_target.database)
+    # the writer goes on after the rollback
+    assert post(events_api, "events", ndjson(no_id_rows(5000))).status_code == 200
+    assert admin_client.command("SELECT count() FROM events") == 1250
+
+
+def test_generated_ids_and_receive_time_are_assigned_before_the_insert(
+    shop: Path, ch_target: Target, admin_client: Client
+) -> None:
+    """The batch handed to the committer already carries its generated event ids and
+    receive time, so any retry of its INSERT deduplicates instead of storing a copy."""
+    service = IngestService(ch_target, shop)
+    try:
+        datasource = service.datasource("events")
+        batch = validate_rows(datasource, parse_body(ndjson(no_id_rows(1, 3)).encode()))
+        ids = batch.columns["event_id"]
+        assert len(set(ids)) == 3 and all(ids)
+        assert batch.columns["ts"] == [batch.received_at] * 3
+        service.ingest_batch(datasource, batch)
+        service.ingest_batch(datasource, batch)  # a retry of the same rows
+    finally:
+        service.close()
+    assert sorted(admin_client.query("SELECT event_id FROM events").result_columns[0]) == sorted(
+        ids
+    )
+
+
+def test_bad_line_offset_is_400(events_api: TestClient, admin_client: Client) -> None:
+    """Was: 500 (a negative line does not fit the quarantine's UInt64 `line`)."""
+    for value in ("-1000", "-1", "1e3", "abc", "", "1000000000000000", "9" * 30):
+        r = events_api.post(
+            f"/v0/events?name=events&line_offset={value}", content=b'{"item_id":"x"}\n{bad\n'
+        )
+        assert "line_offset must be an integer" in assert_error_envelope(r, 400)["error"]
+    assert admin_client.command("SELECT count() FROM events") == 0
+
+
+def test_line_offset_numbers_quarantine_lines(events_api: TestClient, admin_client: Client) -> None:
+    r = events_api.post(
+        "/v0/events?name=events&wait=true&line_offset=999999999999999",
+        content=b'{"item_id":"x","event_type":"view"}\n{bad\n',
+    )
+    assert r.json() == {"successful_rows": 1, "quarantined_rows": 1}
+    assert admin_client.command("SELECT line FROM events_quarantine") == 10**15 + 1
+
+
+def bomb(size: int, encoding: str) -> bytes:
+    """`size` bytes of spaces, compressed (a few KB per MB)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+    block = b" " * (1 << 20)
+    parts = [compressor.compress(block) for _ in range(size >> 20)]
+    return b"".join([*parts, compressor.flush()])
+
+
+@pytest.fixture
+def limited_api(shop: Path, store: Store, settings: Settings) -> Iterator[TestClient]:
+    """Small body limits: 64 KiB as sent, 1 MiB inflated."""
+    small = dataclasses.replace(settings, max_body_bytes=64 * 1024, max_inflated_bytes=1 << 20)
+    with TestClient(app=create_app(small, store=store)) as api:
+        yield api
+
+
+def test_compression_bomb_is_413_with_bounded_memory(
+    limited_api: TestClient, admin_client: Client
+) -> None:
+    """Issue 13 defect 3: 1 MB of gzip inflating to 1 GiB took the server from 744 MB to
+    2.8 GB and answered 400 after 6 s. Now inflation stops at `max_inflated_bytes`."""
+    for encoding in ("gzip", "deflate"):
+        body = bomb(64 << 20, encoding)  # 64 MiB of spaces in ~64 KB
+        assert len(body) < 64 * 1024
+        tracemalloc.start()
+        try:
+            r = limited_api.post(
+                "/v0/events?name=events", content=body, headers={"Content-Encoding": encoding}
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert "max_inflated_bytes" in assert_error_envelope(r, 413)["error"]
+        assert peak < 8 << 20, f"{encoding}: peak {peak} bytes while inflating"
+    # right below the limit is fine, including several gzip members
+    rows = ndjson([{"event_id": f"g{i}", "item_id": "x", "event_type": "view"} for i in range(3)])
+    plain = rows.encode() + b" " * ((1 << 20) - len(rows) - 1)
+    packed = gzip.compress(plain[:1000]) + gzip.compress(plain[1000:])
+    r = limited_api.post(
+        "/v0/events?name=events&wait=true", content=packed, headers={"Content-Encoding": "gzip"}
+    )
+    assert r.json() == {"successful_rows": 3, "quarantined_rows": 0}
+    assert admin_client.command("SELECT count() FROM events") == 3
+
+
+def test_broken_gzip_is_400(limited_api: TestClient) -> None:
+    whole = gzip.compress(b'{"a": 1}\n')
+    for body in (whole[:-6], whole + b"trailing"):
+        r = limited_api.post(
+            "/v0/events?name=events", content=body, headers={"Content-Encoding": "gzip"}
+        )
+        assert "not valid gzip" in assert_error_envelope(r, 400)["error"]
+
+
+def test_body_over_max_body_bytes_is_413(limited_api: TestClient, admin_client: Client) -> None:
+    """Was: any body up to 64 MiB accepted (a hard-coded route limit)."""
+    line = b'{"item_id":"x","event_type":"view","properties":"' + b"p" * 900 + b'"}\n'
+    body = line * (64 * 1024 // len(line) + 1)
+    r = limited_api.post("/v0/events?name=events", content=body)
+    assert "max_body_bytes" in assert_error_envelope(r, 413)["error"]
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        yield from (body[i : i + 8192] for i in range(0, len(body), 8192))
+
+    r = limited_api.post("/v0/events?name=events", content=chunked())
+    assert "max_body_bytes" in assert_error_envelope(r, 413)["error"]
+    small = limited_api.post("/v0/events?name=events&wait=true", content=body[: 60 * 1024])
+    assert small.status_code == 200
+    assert admin_client.command("SELECT count() FROM events") == small.json()["successful_rows"]
+
+
+def test_deeply_nested_json_is_quarantined_or_400(
+    events_api: TestClient, admin_client: Client
+) -> None:
+    """Issue 13 defect 7: was 500 (RecursionError)."""
+    deep_line = b'{"item_id": "x", "properties": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    body = b'{"event_id": "ok", "item_id": "x", "event_type": "view"}\n' + deep_line + b"\n"
+    r = post(events_api, "events", body)
+    assert r.json() == {"successful_rows": 1, "quarantined_rows": 1}
+    assert admin_client.query("SELECT line, error FROM events_quarantine").result_rows == [
+        (2, "JSON nested too deeply")
+    ]
+    r = post(events_api, "events", b"[" * 100_000 + b"]" * 100_000)
+    assert "nested too deeply" in assert_error_envelope(r, 400)["error"]
+    # nesting msgspec accepts is fine as free-form properties
+    nested = {"event_id": "n", "item_id": "x", "event_type": "view", "properties": [[[[1]]]]}
+    assert post(events_api, "events", json.dumps(nested)).json()["successful_rows"] == 1
+    assert admin_client.command("SELECT properties FROM events WHERE event_id = 'n'") == "[[[[1]]]]"
+
+
+def test_no_silent_coercion_on_ingest(events_api: TestClient, admin_client: Client) -> None:
+    """Issue 13 defect 8: each value either means what its column means or the row is
+    quarantined with the reason. Was: ts -1e12 stored as 1938, user_id {"a":1} stored as
+    text, numbers stored as strings, a 1 MB event_id accepted, a BOM line quarantined."""
+    base = {"item_id": "x", "event_type": "view"}
+    rows = [
+        dict(base, event_id="neg-ts", ts=-1e12),
+        dict(base, event_id="far-ts", ts="2100-01-01T00:00:00Z"),
+        dict(base, event_id="obj-user", user_id={"a": 1}),
+        dict(base, event_id="num-user", user_id=123),
+        dict(base, event_id="bool-src", source=True),
+        dict(base, event_id="e" * 1_000_000),
+        dict(base, event_id="long-props", properties="p" * (64 * 1024 + 1)),
+    ]
+    good = [
+        dict(base, event_id="props", properties={"k": [1, 2]}, ts="2099-12-31T23:59:59Z"),
+        dict(base, event_id="zero-ts", ts=0, user_id="u" * 256),
+        dict(base, event_id="int-text", quantity="7"),
+    ]
+    body = "\ufeff" + "\n".join(json.dumps(r) for r in rows + good[:1])
+    body += "\n\ufeff" + "\n".join(json.dumps(r) for r in good[1:]) + "\n"
+    r = post(events_api, "events", body)
+    assert r.json() == {"successful_rows": 3, "quarantined_rows": 7}
+    quarantine = admin_client.query(
+        "SELECT line, column, error, length(raw) FROM events_quarantine ORDER BY line"
+    ).result_rows
+    assert [(line, col) for line, col, _, _ in quarantine] == [
+        (1, "ts"),
+        (2, "ts"),
+        (3, "user_id"),
+        (4, "user_id"),
+        (5, "source"),
+        (6, "event_id"),
+        (7, "properties"),
+    ]
+    errors = [e for _, _, e, _ in quarantine]
+    assert "1938-04-24T22:13:20+00:00 is out of range" in errors[0]
+    assert errors[2] == 'expected a string, got an object {"a":1}'
+    assert errors[3] == "expected a string, got a number 123"
+    assert errors[5].endswith("bytes is longer than the 256-byte limit")
+    assert errors[6].endswith("bytes is longer than the 65536-byte limit")
+    assert max(n for _, _, _, n in quarantine) < 70_000  # raw text of a huge line is cut
+    stored = admin_client.query(
+        "SELECT event_id, properties, toUnixTimestamp(ts), quantity FROM events ORDER BY event_id"
+    ).result_rows
+    assert stored == [
+        ("int-text", "", stored[0][2], 7),
+        ("props", '{"k":[1,2]}', 4102444799, 0),
+        ("zero-ts", "", 0, 0),
+    ]
+
+
+def test_caps_follow_settings(shop: Path, store: Store, settings: Settings) -> None:
+    small = dataclasses.replace(settings, max_id_bytes=3, max_field_bytes=5)
+    with TestClient(app=create_app(small, store=store)) as api:
+        body = ndjson(
+            [
+                {"event_id": "abc", "item_id": "x", "event_type": "view", "source": "12345"},
+                {"event_id": "abcd", "item_id": "x", "event_type": "view"},
+                {"event_id": "abe", "item_id": "x", "event_type": "view", "source": "123456"},
+            ]
+        )
+        assert post(api, "events", body).json() == {"successful_rows": 1, "quarantined_rows": 2}
+
+
+def test_unknown_data_sources_read_the_catalog_once_per_interval(
+    shop: Path,
+    store: Store,
+    settings: Settings,
+    admin_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13 defect 9: every unknown name rescanned system.columns (145 req/s of them
+    raised ingest p50 from 74 to 262 ms). Counted, not timed."""
+    reads: list[str] = []
+    real = service_module.discover_datasources
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append("read")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "discover_datasources", counting)
+    slow = dataclasses.replace(settings, datasource_refresh_s=3600.0)
+    with TestClient(app=create_app(slow, store=store)) as api:
+        at_start = len(reads)
+        answers = concurrently(
+            [lambda k=k: api.post(f"/v0/events?name=nope{k % 5}", content=b"{}") for k in range(40)]
+        )
+        assert {r.status_code for r in answers} == {404}
+        assert len(reads) - at_start <= 1
+        # a data source created meanwhile shows up after `refresh()` (migrations call it)
+        (shop / "sql" / "late.sql").write_text("-- declared")
+        admin_client.command("CREATE TABLE late (a String) ENGINE = MergeTree ORDER BY a")
+        assert api.post("/v0/events?name=late", content=b'{"a":"x"}').status_code == 404
+        api.app.state.ingest.refresh()
+        assert api.post("/v0/events?name=late&wait=true", content=b'{"a":"x"}').status_code == 200
+        assert len(reads) - at_start <= 2
+
+    eager = dataclasses.replace(settings, datasource_refresh_s=0.0)
+    with TestClient(app=create_app(eager, store=store)) as api:
+        at_start = len(reads)
+        for _ in range(3):
+            api.post("/v0/events?name=nope", content=b"{}")
+        assert len(reads) - at_start == 3  # interval 0: every miss re-reads

@@ -89,4 +89,3 @@ def test_sighup_reloads_in_production_mode(project: Path) -> None:
         server.process.send_signal(signal.SIGHUP)
         assert wait_for(lambda: http.get("/v0/pipes/dear.json").status_code == 200)
         assert http.get("/v0/pipes/dear.json").json()["data"] == [{"id": "3"}]
-

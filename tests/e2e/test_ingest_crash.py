@@ -8,11 +8,12 @@ import random
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from redpoll.testing import run_cli, run_server
+from redpoll.testing import AdminSQL, run_cli, run_server
 from tests.conftest import REPO_ROOT
 from tests.test_views_exact import oracle
 
@@ -20,15 +21,8 @@ TOKEN = "crash-test-token"
 ENV = {"REDPOLL_ADMIN_TOKEN": TOKEN}
 
 
-def admin_sql(url: str, query: str) -> list[dict]:
-    r = httpx.post(
-        f"{url}/redpoll/v1/admin/sql",
-        json={"query": query, "format": "json"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=60,
-    )
-    r.raise_for_status()
-    return r.json()["data"]
+def admin_sql(url: str, query: str) -> list[dict[str, Any]]:
+    return AdminSQL(url, TOKEN).rows(query)
 
 
 def make_events(n: int, seed: int) -> list[dict]:

@@ -18,7 +18,7 @@ import pytest
 
 from redpoll.ingest.kafka_bindings import load_bindings
 from redpoll.ingest.kafka_lag import GroupLag
-from redpoll.testing import run_cli, run_server
+from redpoll.testing import AdminSQL, run_cli, run_server
 from redpoll.testing_kafka import MockKafka
 from tests.kafka.conftest import Stream, make_events, wait_for, write_project
 
@@ -28,14 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def admin_sql(url: str, query: str) -> list[dict[str, Any]]:
-    r = httpx.post(
-        f"{url}/redpoll/v1/admin/sql",
-        json={"query": query, "format": "json"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=60,
-    )
-    r.raise_for_status()
-    return r.json()["data"]
+    return AdminSQL(url, TOKEN).rows(query)
 
 
 def process_env(project: Path, extra: dict[str, str]) -> dict[str, str]:

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from redpoll.ingest.kafka_bindings import load_bindings
 from redpoll.ingest.kafka_lag import GroupLag
-from redpoll.testing import free_port, run_cli, run_server
+from redpoll.testing import AdminSQL, free_port, run_cli, run_server
 from redpoll.testing_kafka import MockKafka
 from tests.conftest import REPO_ROOT
 from tests.kafka.conftest import Stream, properties_toml, wait_for
@@ -115,27 +114,6 @@ def start(kind: str, project: Path, env: dict[str, str], log: Path) -> subproces
         )
 
 
-class AdminSQL:
-    """`observed()` reads views through `client.query(sql).result_rows`: the same through
-    the server's admin SQL API."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def rows(self, query: str) -> list[dict[str, Any]]:
-        r = httpx.post(
-            f"{self.url}/redpoll/v1/admin/sql",
-            json={"query": query, "format": "json"},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=60,
-        )
-        r.raise_for_status()
-        return r.json()["data"]
-
-    def query(self, query: str) -> Any:
-        return type("Result", (), {"result_rows": [tuple(r.values()) for r in self.rows(query)]})
-
-
 @pytest.mark.slow
 def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
     print(f"REDPOLL_TEST_SEED={SEED}")
@@ -190,7 +168,7 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
 
         with run_server(project, env=env) as server:
             wait_for(lag.caught_up, 90, "the last consumer to catch up")
-            sql = AdminSQL(server.url)
+            sql = AdminSQL(server.url, TOKEN)
             database = sql.rows("SELECT currentDatabase() AS db")[0]["db"]
             got = observed(sql, database)  # type: ignore[arg-type]
             bad = sql.rows(

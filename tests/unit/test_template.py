@@ -10,7 +10,7 @@ import yaml
 
 from redpoll.endpoints.compiler import apply_q, compile_endpoint, render
 from redpoll.endpoints.loader import load_endpoint, parse_header
-from redpoll.endpoints.model import Catalog, EndpointMeta, LoadError
+from redpoll.endpoints.model import Catalog, EndpointMeta, FunctionSet, LoadError
 from redpoll.endpoints.template import TemplateError
 from redpoll.errors import QueryError, RedpollError
 
@@ -102,12 +102,15 @@ def test_load_endpoint_reports_file_and_line(tmp_path: Path) -> None:
 
 
 def test_q_wraps_endpoint_sql() -> None:
-    sql = apply_q("SELECT a FROM t", "SELECT count() FROM _ AS x WHERE a > 1")
+    functions = FunctionSet(frozenset({"count"}), frozenset({"count"}), frozenset({"count"}))
+    sql = apply_q("SELECT a FROM t", "SELECT count() FROM _ AS x WHERE a > 1", functions)
     assert "FROM (\nSELECT a FROM t\n) AS x WHERE a > 1" in sql
     with pytest.raises(QueryError):
-        apply_q("SELECT a FROM t", "SELECT * FROM t")
+        apply_q("SELECT a FROM t", "SELECT * FROM t", functions)
     with pytest.raises(QueryError):
-        apply_q("SELECT a FROM t", "SELECT * FROM _ UNION ALL SELECT * FROM system.users")
+        apply_q(
+            "SELECT a FROM t", "SELECT * FROM _ UNION ALL SELECT * FROM system.users", functions
+        )
 
 
 def test_params_extracted_for_docs() -> None:

@@ -16,47 +16,13 @@ from litestar.exceptions import HTTPException
 
 from redpoll.api.middleware import request_id
 from redpoll.clickhouse.client import DatabaseError
-from redpoll.errors import QueryError, QueryTimeout, RedpollError
+from redpoll.clickhouse.errors import DbErrorKind, classify, error_code, public_message
+from redpoll.errors import QueryError, QueryTimeout, RedpollError, TooBusy
 
 __all__ = ("DOCS_URL", "error_response", "exception_handlers")
 
 DOCS_URL = "https://github.com/redpoll-dev/redpoll/blob/main/docs/api.md"
 log = logging.getLogger("redpoll.api")
-
-# ClickHouse error codes that mean "the query or its input is wrong" (caller can fix).
-_CALLER_CODES = {
-    6,
-    27,
-    36,
-    41,
-    43,
-    46,
-    47,
-    53,
-    60,
-    62,
-    69,
-    70,
-    72,
-    80,
-    81,
-    117,
-    130,
-    131,
-    164,
-    179,
-    184,
-    190,
-    215,
-    241,
-    307,
-    352,
-    386,
-    396,
-    456,
-    497,
-}
-_TIMEOUT_CODES = {159, 394}
 
 
 def error_response(
@@ -70,34 +36,44 @@ def error_response(
     )
 
 
-def translate_database_error(exc: DatabaseError) -> RedpollError:
-    """Map a ClickHouse error to 400 (caller's fault), 408 (timeout) or 500 (ours)."""
-    code = int(getattr(exc, "code", 0) or 0)
-    message = _scrub(str(exc))
-    if code in _TIMEOUT_CODES:
-        err: RedpollError = QueryTimeout(f"query timed out: {message}")
-    elif code in _CALLER_CODES:
-        err = QueryError(message)
+def translate_database_error(exc: DatabaseError, request_id: str = "") -> RedpollError:
+    """Map a ClickHouse error (classified in `clickhouse/errors.py`) to what a caller reads.
+
+    Caller mistakes and limit hits are 400, timeouts 408, overload 429; anything else is
+    ours: 500 with only the request id, the details go to the log.
+    """
+    kind = classify(exc)
+    code = error_code(exc)
+    err: RedpollError
+    if kind is DbErrorKind.TIMEOUT:
+        err = QueryTimeout("the query exceeded its time limit")
+    elif kind is DbErrorKind.BUSY:
+        err = TooBusy("too many queries at once; retry shortly")
+    elif kind in (DbErrorKind.CALLER, DbErrorKind.LIMIT):
+        err = QueryError(public_message(exc))
     else:
-        err = RedpollError(f"ClickHouse error: {message}", status=500)
+        log.error("ClickHouse error %s (request %s): %s", code, request_id, exc)
+        # the HTTP body says only "internal error" (`_redpoll_error`); the CLI prints this
+        err = RedpollError(f"ClickHouse error {code}: {public_message(exc)}", status=500)
     err.db_code = code  # type: ignore[attr-defined]
     return err
 
 
-def _scrub(message: str) -> str:
-    """First line only, without the server-version trailer."""
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    return first.split(" (version ")[0]
-
-
-def _redpoll_error(_request: Request[Any, Any, Any], exc: RedpollError) -> Response[Any]:
+def _redpoll_error(request: Request[Any, Any, Any], exc: RedpollError) -> Response[Any]:
     code = getattr(exc, "db_code", None)
-    headers = {"X-DB-Exception-Code": str(code)} if code else None
-    return error_response(exc.status, exc.message, headers)
+    headers = {"X-DB-Exception-Code": str(code)} if code else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    message = exc.message
+    if exc.status >= 500:  # our fault: the details (paths, SQL) go to the log only
+        rid = request_id(request.scope)
+        log.error("%s on %s %s (request %s)", message, request.method, request.url.path, rid)
+        message = f"internal error (request {rid}); see the server log"
+    return error_response(exc.status, message, headers)
 
 
 def _database_error(request: Request[Any, Any, Any], exc: DatabaseError) -> Response[Any]:
-    return _redpoll_error(request, translate_database_error(exc))
+    return _redpoll_error(request, translate_database_error(exc, request_id(request.scope)))
 
 
 def _http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -116,7 +92,9 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         request_id(request.scope),
         exc_info=exc,
     )
-    return error_response(500, "internal server error; see the server log")
+    return error_response(
+        500, f"internal server error (request {request_id(request.scope)}); see the server log"
+    )
 
 
 exception_handlers: dict[Any, Any] = {

@@ -1,65 +1,150 @@
 """`POST /v0/events?name=<datasource>`: Tinybird-compatible Events API.
 
-Body: NDJSON, one JSON object, or a JSON array; `Content-Encoding: gzip` accepted; any
-Content-Type. Answers `{"successful_rows": N, "quarantined_rows": M}` once the rows are
-durable and visible in the views: 200 with `wait=true`, 202 otherwise (ADR 0008).
-Extra Tinybird query parameters (`format`, `mode`, `from`, ...) are ignored.
+Body: NDJSON, one JSON object, or a JSON array; `Content-Encoding: gzip` (or deflate)
+accepted; any Content-Type. Answers `{"successful_rows": N, "quarantined_rows": M}` once
+the rows are durable and visible in the views: 200 with `wait=true`, 202 otherwise (ADR
+0008). Extra Tinybird query parameters (`format`, `mode`, `from`, ...) are ignored.
+
+Limits (issue 13; settings in `settings.py`, docs/ingestion.md), each a JSON error:
+- a body larger than `max_body_bytes` as sent: 413. The handler reads the body itself
+  (`_read_body`) with the limit of this app's settings: a `request_max_body_size` on the
+  decorator would be one value for every app built from this class.
+- a body that inflates beyond `max_inflated_bytes`: 413. Decompression is streamed with
+  `zlib.decompressobj(...).decompress(data, max_length)`, so a gzip/deflate bomb costs at
+  most the limit in memory, never its full inflated size.
+- `line_offset` (Redpoll extension, quarantine line numbers relative to a file) must be an
+  integer from 0 to `MAX_FIRST_LINE - 1`: else 400.
+Decompression and validation run in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
-import gzip
+import logging
+import re
 import zlib
 from typing import Any
 
+import anyio.to_thread
 from litestar import Controller, Litestar, Request, Response, post
 from litestar.datastructures import State
-from litestar.params import FromQuery, RawBody
+from litestar.params import FromQuery
 
 from redpoll.api.auth import append_guard
-from redpoll.errors import ConfigError, ParameterError
-from redpoll.ingest.service import IngestService
+from redpoll.clickhouse.client import DatabaseError
+from redpoll.errors import ConfigError, ParameterError, PayloadTooLarge, RedpollError
+from redpoll.ingest.service import MAX_FIRST_LINE, IngestResult, IngestService
 
-__all__ = ("EventsController",)
+log = logging.getLogger("redpoll.api.events")
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
+__all__ = ("EventsController", "decode_body", "parse_line_offset")
+
+_INFLATE_STEP = 1 << 20  # output bytes per decompress() call
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_LINE_OFFSET = re.compile(r"\+?[0-9]{1,20}")
 
 
-def decode_body(raw: bytes, encoding: str) -> bytes:
-    """Undo `Content-Encoding` (gzip or deflate); reject anything else."""
+def parse_line_offset(value: str) -> int:
+    """`line_offset` as an int from 0 to MAX_FIRST_LINE - 1, else a 400."""
+    text = value.strip()
+    if _LINE_OFFSET.fullmatch(text) and int(text) < MAX_FIRST_LINE:
+        return int(text)
+    raise ParameterError(f"line_offset must be an integer from 0 to {MAX_FIRST_LINE - 1}")
+
+
+def _inflate(raw: bytes, wbits: int, limit: int) -> bytes:
+    """Decompress `raw` (gzip members, or one zlib stream) to at most `limit` bytes."""
+    out: list[bytes] = []
+    size = 0
+    data = raw
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        while True:
+            chunk = inflater.decompress(data, _INFLATE_STEP)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the body inflates to more than {limit} bytes (max_inflated_bytes)"
+                )
+            out.append(chunk)
+            data = inflater.unconsumed_tail
+            if inflater.eof or (not chunk and not data):
+                break
+        if not inflater.eof:
+            raise zlib.error("truncated stream")
+        data = inflater.unused_data
+        if wbits != _GZIP_WBITS or not data.strip(b"\x00"):
+            break  # another gzip member may follow (as gzip.decompress reads them)
+    return b"".join(out)
+
+
+def decode_body(raw: bytes, encoding: str, limit: int = 1 << 62) -> bytes:
+    """Undo `Content-Encoding` (gzip or deflate) up to `limit` inflated bytes; reject
+    anything else (400) and larger results (413)."""
     encoding = encoding.strip().lower()
     try:
         if encoding in {"", "identity"}:
             return raw
         if encoding in {"gzip", "x-gzip"}:
-            return gzip.decompress(raw)
+            return _inflate(raw, _GZIP_WBITS, limit)
         if encoding == "deflate":
-            return zlib.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ConfigError(f"body is not valid {encoding}: {exc}") from exc
+            return _inflate(raw, zlib.MAX_WBITS, limit)
+    except zlib.error as exc:
+        raise ConfigError(f"body is not valid {encoding}: {exc}") from None
     raise ConfigError(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+
+
+async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The body as sent, or a 413 as soon as it is known to exceed `limit` bytes."""
+    too_large = PayloadTooLarge(f"the body is larger than {limit} bytes (max_body_bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ingest(
+    service: IngestService, name: str, raw: bytes, encoding: str, limit: int, first_line: int
+) -> IngestResult:
+    try:
+        return service.ingest(name, decode_body(raw, encoding, limit), first_line=first_line)
+    except DatabaseError as exc:
+        # rows were validated before the INSERT: a ClickHouse error here (a view failing,
+        # the server gone) is ours, never the caller's, and nothing of it was stored
+        log.error("ingest into %s failed: %s", name, exc)
+        raise RedpollError(f"the insert into {name} failed", status=500) from None
 
 
 class EventsController(Controller):
     path = "/v0/events"
     guards = [append_guard]
 
-    @post("", sync_to_thread=True, status_code=202, request_max_body_size=MAX_BODY_BYTES)
-    def append(
+    # the body limit is this app's `max_body_bytes`, enforced by `_read_body`
+    @post("", status_code=202, request_max_body_size=None)
+    async def append(
         self,
         request: Request[Any, Any, Any],
         state: State,
-        body: RawBody,
         name: FromQuery[str | None] = None,
         wait: FromQuery[str] = "false",
-        line_offset: FromQuery[int] = 0,
+        line_offset: FromQuery[str] = "0",
     ) -> Response[dict[str, int]]:
         """Append rows to a data source."""
         if not name:
             raise ParameterError("missing required parameter 'name' (the data source)")
-        data = decode_body(body, request.headers.get("content-encoding", ""))
-        # line_offset (Redpoll extension): quarantine line numbers relative to a file
-        result = state.ingest.ingest(name, data, first_line=line_offset + 1)
+        first_line = parse_line_offset(line_offset) + 1
+        settings = state.settings
+        raw = await _read_body(request, settings.max_body_bytes)
+        encoding = request.headers.get("content-encoding", "")
+        result = await anyio.to_thread.run_sync(
+            _ingest, state.ingest, name, raw, encoding, settings.max_inflated_bytes, first_line
+        )
         status = 200 if wait.lower() in {"true", "1"} else 202
         return Response(result.as_dict(), status_code=status)
 
@@ -67,7 +152,8 @@ class EventsController(Controller):
 def start_ingest(app: Litestar) -> None:
     """Startup hook: the ingestion service on `app.state.ingest`."""
     store = app.state.store
-    app.state.ingest = IngestService(store.target, store.settings.project_dir)
+    settings = app.state.settings  # this app's limits (a test may share one store)
+    app.state.ingest = IngestService(store.target, settings.project_dir, settings=settings)
     app.state.ingest.open_writers()
 
 

@@ -1,10 +1,11 @@
 """`/v0/pipes`: endpoint files served over HTTP, wire-compatible with Tinybird's pipes API.
 
 The controller only adapts HTTP to `redpoll.endpoints` (STYLE 1): it collects the
-parameters (query string, form or JSON body), renders in the event loop (pure Python,
-microseconds), runs the query on a pooled read client in a worker thread and returns
-ClickHouse's bytes as they are. Errors are raised as `RedpollError`/`DatabaseError` and
-turned into the JSON envelope by the app's handlers (`api/errors.py`).
+parameters (query string, form or JSON body) and hands rendering and the query to a lane
+(`endpoints/lanes.py`: ordinary and `q=` calls have separate clients, threads and
+deadlines). The lane renders in a worker thread (sqlglot may take a while over a `q`)
+and returns ClickHouse's bytes as they are. Errors are raised as `RedpollError` or
+`DatabaseError` and turned into the JSON envelope by the app's handlers (`api/errors.py`).
 
 Also here: `POST /redpoll/v1/admin/reload` (admin token) and `start_endpoints`, the
 startup hook that builds the registry, watches files in dev mode and reloads on SIGHUP.
@@ -17,19 +18,23 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
+import msgspec
 from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from redpoll.api.auth import admin_guard, read_guard
 from redpoll.endpoints.compiler import RESERVED_PARAMS
-from redpoll.endpoints.executor import FORMATS, execute, prepare
-from redpoll.endpoints.loader import catalog_from_client
+from redpoll.endpoints.executor import FORMATS, prepare
+from redpoll.endpoints.lanes import HEAVY_QUEUE_S, Lane, QueryLanes
+from redpoll.endpoints.loader import catalog_from_client, q_functions_from_client
 from redpoll.endpoints.registry import Registry
-from redpoll.errors import EndpointNotFound, ParameterError
+from redpoll.errors import EndpointNotFound, ParameterError, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from redpoll.endpoints.executor import Query
 
 __all__ = (
     "EndpointsAdminController",
@@ -40,6 +45,8 @@ __all__ = (
 )
 
 log = logging.getLogger("redpoll.api.pipes")
+#: Largest POST body of a pipe call (parameters as a form or a JSON object).
+MAX_PARAMS_BODY_BYTES = 1024 * 1024
 
 
 def _registry(state: State) -> Registry:
@@ -62,7 +69,10 @@ async def _request_params(request: Request[Any, Any, Any]) -> dict[str, Any]:
     if request.method == "POST":
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("application/json"):
-            body = await request.json()
+            try:
+                body = msgspec.json.decode(await request.body())
+            except (msgspec.DecodeError, RecursionError):
+                raise ParameterError("the body is not valid JSON (or nested too deeply)") from None
             if not isinstance(body, Mapping):
                 raise ParameterError("JSON body must be an object of parameters")
             for key, value in body.items():
@@ -117,7 +127,7 @@ class PipesController(Controller):
     ) -> Response[bytes]:
         return await self._query(request, pipe)
 
-    @post("/{pipe:str}", status_code=200)
+    @post("/{pipe:str}", status_code=200, request_max_body_size=MAX_PARAMS_BODY_BYTES)
     async def query_post(
         self, request: Request[Any, Any, Any], pipe: FromPath[str]
     ) -> Response[bytes]:
@@ -129,25 +139,31 @@ class PipesController(Controller):
         endpoint = _registry(state).snapshot.get(name)
         params = await _request_params(request)
         q = params.get("q")
+        q_text = str(q[-1] if isinstance(q, list) else q) if q else None
         quote = params.get("output_format_json_quote_64bit_integers", "1")
         settings = state.settings
-        query = prepare(
-            endpoint,
-            {k: v for k, v in params.items() if k not in RESERVED_PARAMS},
-            fmt=ext,
-            q=str(q[-1] if isinstance(q, list) else q) if q else None,
-            quote_64bit=_flag(quote, "output_format_json_quote_64bit_integers"),
-            default_timeout=settings.query_timeout_s,
-            default_max_rows=settings.max_result_rows,
-            session_caps=True,
-        )
-        pool = state.store.read_pool
+        if q_text is not None and len(q_text) > settings.max_q_bytes:  # chars <= bytes
+            raise PayloadTooLarge(f"q is longer than {settings.max_q_bytes} bytes")
+        template_params = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
+        quote_64bit = _flag(quote, "output_format_json_quote_64bit_integers")
 
-        def run() -> bytes:
-            with pool.borrow() as client:
-                return execute(client, query)
+        def build() -> Query:
+            return prepare(
+                endpoint,
+                template_params,
+                fmt=ext,
+                q=q_text,
+                q_functions=state.q_functions,
+                max_q_bytes=settings.max_q_bytes,
+                quote_64bit=quote_64bit,
+                default_timeout=settings.query_timeout_s,
+                default_max_rows=settings.max_result_rows,
+                session_caps=True,
+            )
 
-        body = await anyio.to_thread.run_sync(run)
+        timeout = float(endpoint.meta.max_execution_time or settings.query_timeout_s)
+        lanes: QueryLanes = state.query_lanes
+        body = await lanes.lane(heavy=q_text is not None).run(build, timeout)
         headers = {}
         if endpoint.meta.cache_ttl:
             headers["Cache-Control"] = f"max-age={endpoint.meta.cache_ttl}"
@@ -254,6 +270,13 @@ def start_endpoints(app: Litestar) -> None:
             return catalog_from_client(store.admin, store.target.database)
 
     registry = Registry(settings.project_dir / "endpoints", catalog)
+    with store.admin_lock:
+        app.state.q_functions = q_functions_from_client(store.admin)
+    heavy_pool = store.heavy_pool or store.read_pool
+    app.state.query_lanes = QueryLanes(
+        Lane("ordinary", store.read_pool, store.kill_query),
+        Lane("heavy", heavy_pool, store.kill_query, queue_s=HEAVY_QUEUE_S),
+    )
     snap = registry.reload()
     log.info("endpoints: %d loaded, %d with errors", len(snap.endpoints), len(snap.errors))
     app.state.endpoints = registry

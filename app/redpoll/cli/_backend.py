@@ -56,7 +56,9 @@ class LocalBackend:
     def _service(self) -> IngestService:
         """The ingestion service (one events writer), opened on first use."""
         if self._ingest is None:
-            self._ingest = IngestService(self.store.target, self.store.settings.project_dir)
+            self._ingest = IngestService(
+                self.store.target, self.store.settings.project_dir, settings=self.store.settings
+            )
         return self._ingest
 
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:

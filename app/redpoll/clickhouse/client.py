@@ -15,7 +15,8 @@ import contextlib
 import dataclasses
 import queue
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -34,6 +35,7 @@ __all__ = (
     "ClientPool",
     "DatabaseError",
     "DriverError",
+    "PoolExhausted",
     "Target",
     "connect",
     "parse_url",
@@ -146,28 +148,76 @@ def target_from_settings(settings: Settings) -> Target:
     return parse_url(settings.effective_clickhouse_url, settings.database)
 
 
+class PoolExhausted(Exception):
+    """No client became free within the wait (the caller answers 429/503)."""
+
+
 class ClientPool:
-    """A fixed set of clients, one borrowed per call, so no client is shared by two threads.
+    """A fixed number of clients, one borrowed per call, so no client is shared by two threads.
 
     chDB clients must not be used from two threads at once for parameterized queries
     (PLATFORM.md); a pool of N clients on the same path gives N-way concurrency safely.
+
+    A client whose call raised is closed and replaced, never reused: a chDB connection
+    keeps the unread output of a failed query and prepends it to the next answer (the
+    test `test_failed_query_does_not_leak_into_the_next_answer` in tests/api/test_pipes.py
+    reproduces it), and an HTTP client may be left mid-stream. The replacement is opened
+    lazily by the next borrower, so a failing `factory` fails that call, not the pool.
     """
 
-    def __init__(self, clients: list[Client]) -> None:
-        self._all = list(clients)
-        self._free: queue.Queue[Client] = queue.Queue()
-        for client in clients:
-            self._free.put(client)
+    def __init__(self, factory: Callable[[], Client], size: int) -> None:
+        if size < 1:
+            raise ConfigError(f"a client pool needs at least one client, not {size}")
+        self.size = size
+        self.replaced = 0
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._clients: dict[int, Client] = {}
+        self._free: queue.Queue[Client | None] = queue.Queue()
+        for _ in range(size):
+            self._free.put(self._new())
+
+    def _new(self) -> Client:
+        client = self._factory()
+        with self._lock:
+            self._clients[id(client)] = client
+        return client
+
+    def _discard(self, client: Client) -> None:
+        with self._lock:
+            self._clients.pop(id(client), None)
+            self.replaced += 1
+        with contextlib.suppress(Exception):
+            client.close()
 
     @contextlib.contextmanager
     def borrow(self, timeout: float = 30.0) -> Iterator[Client]:
-        client = self._free.get(timeout=timeout)
+        """Lend a client for one call.
+
+        Raises:
+            PoolExhausted: none became free within `timeout` seconds.
+        """
+        try:
+            slot = self._free.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            raise PoolExhausted(f"no free client within {timeout:.1f} s") from None
+        try:
+            client = slot if slot is not None else self._new()
+        except BaseException:
+            self._free.put(None)
+            raise
         try:
             yield client
-        finally:
-            self._free.put(client)
+        except BaseException:
+            self._discard(client)
+            self._free.put(None)
+            raise
+        self._free.put(client)
 
     def close(self) -> None:
-        for client in self._all:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
             with contextlib.suppress(Exception):
                 client.close()

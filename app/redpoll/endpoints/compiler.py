@@ -24,7 +24,14 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from redpoll.endpoints.model import Catalog, Endpoint, EndpointMeta, ParamSpec, Rendered
+from redpoll.endpoints.model import (
+    Catalog,
+    Endpoint,
+    EndpointMeta,
+    FunctionSet,
+    ParamSpec,
+    Rendered,
+)
 from redpoll.endpoints.template import (
     FUNCTIONS,
     TYPE_FUNCTIONS,
@@ -63,7 +70,6 @@ PROTECTED_SETTINGS = frozenset(
     }
 )
 TABLE_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series"})
-_Q_DENIED_FUNCTIONS = re.compile(r"^(dictget|joinget|file|url|s3|remote|input|getsetting)", re.I)
 _SUBQUERY_TOKEN = "__redpoll_endpoint__"
 _ENV = make_environment()
 _END_TAG = re.compile(r"\{%(-?)\s*(\w+)([^%]*?)(-?)%\}")
@@ -269,6 +275,8 @@ def _check_raw_outputs(ast: nodes.Template, params: set[str]) -> None:
 def _parse_one(sql: str, what: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(sql, read="clickhouse") if s is not None]
+    except RecursionError:
+        raise QueryError(f"{what} is nested too deeply") from None
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         line = first.get("line")
@@ -395,22 +403,36 @@ def strip_comments(sql: str) -> str:
     return _QUOTED_OR_COMMENT.sub(lambda m: "" if m.group(0).startswith("--") else m.group(0), sql)
 
 
-def apply_q(sql: str, q: str) -> str:
+def apply_q(sql: str, q: str, functions: FunctionSet) -> str:
     """Wrap the endpoint's SQL as table `_` of the caller's `q` (Tinybird's `q=`).
 
+    What `q` may name is allow-listed on the parsed AST: tables only `_` (and its own
+    CTEs and subquery aliases), columns qualified only by those names, and functions only
+    from `functions` (pure computations: no table, dictionary, file, setting or server
+    state can be reached, and no `IN`-family function, whose function form takes a table).
+
     Raises:
-        QueryError: q is not one plain SELECT over `_`.
+        QueryError: q is not one plain SELECT over `_`, or names something else.
     """
     if _SUBQUERY_TOKEN in q:
         raise QueryError("q: invalid query")
-    root = _parse_one(q, "q")
+    try:
+        root = _parse_one(q, "q")
+        _check_q(root, functions)
+        generated = _replace_q_tables(root).sql(dialect="clickhouse")
+    except RecursionError:
+        raise QueryError("q: the query is nested too deeply") from None
+    return generated.replace(_SUBQUERY_TOKEN, f"(\n{sql}\n)")
+
+
+def _check_q(root: exp.Expression, functions: FunctionSet) -> None:
     if _settings_nodes(root):
         raise QueryError("q: SETTINGS are not allowed")
     if any(True for _ in root.find_all(exp.Placeholder)):
         raise QueryError("q: query parameters are not allowed")
     for node in root.find_all(exp.Func):
-        fname = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
-        if _Q_DENIED_FUNCTIONS.match(fname or ""):
+        fname = _function_name(node)
+        if fname is not None and not functions.allows(fname):
             raise QueryError(f"q: function {fname} is not allowed")
     for node in root.find_all(exp.In):
         field = node.args.get("field")
@@ -418,6 +440,18 @@ def apply_q(sql: str, q: str) -> str:
             len(node.expressions) == 1 and isinstance(node.expressions[0], exp.Column)
         ):
             raise QueryError("q: IN <table> is not allowed; use a list or a subquery on _")
+    names = {"_"} | {cte.alias_or_name for cte in root.find_all(exp.CTE)}
+    for node in root.find_all(exp.Table, exp.Subquery):
+        if node.alias:
+            names.add(node.alias)
+    for column in root.find_all(exp.Column):
+        if column.args.get("db") or column.args.get("catalog"):
+            raise QueryError(f"q: {column.sql(dialect='clickhouse')} names another table")
+        if column.table and column.table not in names:
+            raise QueryError(f"q: unknown table or alias {column.table}")
+
+
+def _replace_q_tables(root: exp.Expression) -> exp.Expression:
     ctes = {cte.alias_or_name for cte in root.find_all(exp.CTE)}
     found = False
     for table in list(root.find_all(exp.Table)):
@@ -437,8 +471,20 @@ def apply_q(sql: str, q: str) -> str:
         )
     if not found:
         raise QueryError("q: must read FROM _")
-    generated = root.sql(dialect="clickhouse")
-    return generated.replace(_SUBQUERY_TOKEN, f"(\n{sql}\n)")
+    return root
+
+
+_FUNCTION_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+def _function_name(node: exp.Func) -> str | None:
+    """The ClickHouse function `node` calls, or None for SQL syntax (CASE, CAST ... AS)."""
+    if isinstance(node, exp.Anonymous):
+        return str(node.name)
+    if isinstance(node, (exp.Case, exp.Cast, exp.Extract, exp.Interval)):
+        return None
+    match = _FUNCTION_CALL.match(node.sql(dialect="clickhouse"))
+    return match[1] if match else None
 
 
 def _setting_literal(value: Any) -> str:

@@ -3,21 +3,24 @@
 Caps (`max_execution_time`, `max_result_rows`) and output settings ride in a trailing
 `SETTINGS` clause rather than per-call settings: on chDB per-call settings cost two `SET`
 round trips (~2 ms measured), the clause costs nothing. The read client itself is
-`readonly=2` (ADR 0004). ClickHouse errors propagate as `DatabaseError`; the app's one
-handler (`api/errors.py`) turns them into 400/408/500.
+`readonly=2` (ADR 0004) and carries the memory and read limits (store.py). Every query
+is tagged with a unique `log_comment` so a query past its deadline can be found in
+`system.processes` and killed (`endpoints/lanes.py`). ClickHouse errors propagate as
+`DatabaseError`; the app's one handler (`api/errors.py`) turns them into 4xx/5xx.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from redpoll.endpoints.compiler import apply_q, render, with_settings
-from redpoll.errors import ParameterError
+from redpoll.errors import ParameterError, PayloadTooLarge
 
 if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
-    from redpoll.endpoints.model import Endpoint, Rendered
+    from redpoll.endpoints.model import Endpoint, FunctionSet, Rendered
 
 __all__ = ("FORMATS", "Query", "execute", "prepare")
 
@@ -30,14 +33,24 @@ FORMATS: Mapping[str, tuple[str, str]] = {
 
 
 class Query:
-    """What to send: SQL with placeholders, its parameter values, the output format."""
+    """What to send: SQL with placeholders, its parameter values, the output format, its
+    time limit (seconds) and the tag that finds it in `system.processes`."""
 
-    __slots__ = ("fmt", "parameters", "sql")
+    __slots__ = ("fmt", "marker", "parameters", "sql", "timeout")
 
-    def __init__(self, sql: str, parameters: Mapping[str, Any], fmt: str) -> None:
+    def __init__(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any],
+        fmt: str,
+        timeout: float = 10.0,
+        marker: str = "",
+    ) -> None:
         self.sql = sql
         self.parameters = parameters
         self.fmt = fmt
+        self.timeout = timeout
+        self.marker = marker
 
 
 def prepare(
@@ -46,20 +59,34 @@ def prepare(
     *,
     fmt: str = "json",
     q: str | None = None,
+    q_functions: FunctionSet | None = None,
+    max_q_bytes: int = 8192,
     quote_64bit: bool = True,
     default_timeout: float = 10.0,
     default_max_rows: int = 100_000,
     session_caps: bool = False,
 ) -> Query:
-    """Render and wrap one request (pure Python, no I/O).
+    """Render and wrap one request (pure Python, no I/O; with `q`, a sqlglot parse: call it
+    off the event loop).
 
     Args:
+        q_functions: the functions `q` may call (required with `q`).
         session_caps: the client already has the default caps as session settings.
+
+    Raises:
+        PayloadTooLarge: `q` is longer than `max_q_bytes`.
     """
     if fmt not in FORMATS:
         raise ParameterError(f"Unsupported format '{fmt}': use one of {sorted(FORMATS)}")
+    if q is not None and len(q.encode()) > max_q_bytes:
+        raise PayloadTooLarge(f"q is longer than {max_q_bytes} bytes")
     rendered: Rendered = render(endpoint, params)
-    sql = apply_q(rendered.sql, q) if q else rendered.sql
+    if q:
+        if q_functions is None:
+            raise ParameterError("q is not available here")
+        sql = apply_q(rendered.sql, q, q_functions)
+    else:
+        sql = rendered.sql
     meta = endpoint.meta
     settings: dict[str, Any] = dict(meta.settings)
     # The read clients already carry the default caps as session settings (store.py);
@@ -71,7 +98,12 @@ def prepare(
         settings["result_overflow_mode"] = "throw"
     if fmt == "json":
         settings["output_format_json_quote_64bit_integers"] = 1 if quote_64bit else 0
-    return Query(with_settings(sql, settings), rendered.parameters, FORMATS[fmt][0])
+    marker = f"redpoll:{uuid.uuid4().hex}"
+    settings["log_comment"] = marker
+    timeout = float(meta.max_execution_time or default_timeout)
+    return Query(
+        with_settings(sql, settings), rendered.parameters, FORMATS[fmt][0], timeout, marker
+    )
 
 
 def execute(client: Client, query: Query) -> bytes:

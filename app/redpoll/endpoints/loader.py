@@ -13,14 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.endpoints.compiler import compile_endpoint
-from redpoll.endpoints.model import Catalog, Endpoint, EndpointMeta, LoadError
+from redpoll.endpoints.model import Catalog, Endpoint, EndpointMeta, FunctionSet, LoadError
 from redpoll.endpoints.template import TemplateError
 from redpoll.errors import RedpollError
 
 if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
 
-__all__ = ("catalog_from_client", "iter_endpoint_files", "load_endpoint", "parse_header")
+__all__ = (
+    "catalog_from_client",
+    "iter_endpoint_files",
+    "load_endpoint",
+    "parse_header",
+    "q_functions_from_client",
+)
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_NAMES = frozenset({"openapi"})
@@ -162,3 +168,86 @@ def catalog_from_client(client: Client, database: str | None = None) -> Catalog:
     for table, column in result.result_rows:
         tables.setdefault(table, set()).add(column)
     return Catalog(db, {k: frozenset(v) for k, v in tables.items()})
+
+
+#: Categories of `system.functions` whose functions compute on the values they are given
+#: and read nothing else (no table, dictionary, setting, file or server state).
+_Q_CATEGORIES = (
+    "Aggregate Functions",
+    "Arithmetic",
+    "Arrays",
+    "Bit",
+    "Bitmap",
+    "Comparison",
+    "Conditional",
+    "Dates and Times",
+    "Distance",
+    "Encoding",
+    "Financial",
+    "Geo",
+    "Hash",
+    "IP Address",
+    "JSON",
+    "Logical",
+    "Map",
+    "Mathematical",
+    "Null",
+    "Random Number",
+    "Rounding",
+    "String",
+    "String Replacement",
+    "String Search",
+    "String Splitting",
+    "Time Window",
+    "Tuple",
+    "Type Conversion",
+    "URL",
+    "UUID",
+)
+#: Pure helpers ClickHouse files under "Other".
+_Q_EXTRA = (
+    "bar",
+    "countDigits",
+    "formatReadableDecimalSize",
+    "formatReadableQuantity",
+    "formatReadableSize",
+    "formatReadableTimeDelta",
+    "isDecimalOverflow",
+    "materialize",
+    "parseReadableSize",
+    "parseReadableSizeOrNull",
+    "parseReadableSizeOrZero",
+    "parseTimeDelta",
+    "runningDifference",
+    "runningDifferenceStartingWithFirstValue",
+    "toColumnTypeName",
+    "toTypeName",
+    "transform",
+    "visibleWidth",
+)
+
+
+def q_functions_from_client(client: Client) -> FunctionSet:
+    """The functions `q=` may call: pure categories, minus every `IN`-family function
+    (their function form takes a table name: `globalIn(x, events)`)."""
+    rows = client.query(
+        "SELECT f.name, f.case_insensitive, f.is_aggregate,"
+        " if(f.alias_to = '', f.categories, t.categories) AS category"
+        " FROM system.functions AS f LEFT JOIN system.functions AS t ON f.alias_to = t.name"
+    ).result_rows
+    allowed = set(_Q_CATEGORIES)
+    names: set[str] = set()
+    insensitive: set[str] = set()
+    aggregates: set[str] = set()
+    for name, case_insensitive, is_aggregate, category in rows:
+        if not (category in allowed or name in _Q_EXTRA) or _IN_FAMILY.match(name):
+            continue
+        names.add(name)
+        if case_insensitive:
+            insensitive.add(name.lower())
+        if is_aggregate:
+            aggregates.add(name)
+    return FunctionSet(frozenset(names), frozenset(insensitive), frozenset(aggregates))
+
+
+_IN_FAMILY = re.compile(r"^(global)?(not)?(null)?in(ignoreset)?$", re.IGNORECASE)

@@ -14,7 +14,33 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jinja2 import Template
 
-__all__ = ("Catalog", "Endpoint", "EndpointMeta", "LoadError", "ParamSpec", "Rendered")
+__all__ = (
+    "Catalog",
+    "Endpoint",
+    "EndpointMeta",
+    "FunctionSet",
+    "LoadError",
+    "ParamSpec",
+    "Rendered",
+)
+
+#: Suffixes ClickHouse lets any aggregate function take (`sumIf`, `uniqExactState`, ...).
+AGGREGATE_COMBINATORS = (
+    "MergeState",
+    "SimpleState",
+    "OrDefault",
+    "Distinct",
+    "Resample",
+    "ForEach",
+    "OrNull",
+    "ArgMin",
+    "ArgMax",
+    "State",
+    "Merge",
+    "Array",
+    "Map",
+    "If",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +67,35 @@ class Catalog:
         for table in tables:
             out |= self.tables.get(table, frozenset())
         return frozenset(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSet:
+    """The ClickHouse functions a caller's `q=` may call (an allow-list).
+
+    Built from `system.functions` by `loader.q_functions_from_client`; names are
+    case-sensitive unless ClickHouse says the function is case-insensitive.
+    """
+
+    names: frozenset[str] = frozenset()
+    case_insensitive: frozenset[str] = frozenset()  # lower-cased
+    aggregates: frozenset[str] = frozenset()
+
+    def allows(self, name: str) -> bool:
+        if name in self.names or name.lower() in self.case_insensitive:
+            return True
+        base = name
+        stripped = True
+        while stripped:  # sumIf, uniqExactIfState, groupArrayOrNull...
+            stripped = False
+            for suffix in AGGREGATE_COMBINATORS:
+                if base.endswith(suffix) and len(base) > len(suffix):
+                    base = base[: -len(suffix)]
+                    if base in self.aggregates:
+                        return True
+                    stripped = True
+                    break
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,10 @@ create it). Its columns are read from ClickHouse (`system.columns`), so validati
 matches the live table. If a table `<name>_landing` exists, rows go there (the real-time
 protocol of `ingest/writer.py`: the `events` data source); otherwise straight into
 `<name>`. Bad rows go to `<name>_quarantine`, created on first use by Redpoll.
+
+Each column's converter is built once here, with the String length caps (`Limits`) of
+the service that discovered it, so every ingestion path (HTTP, `redpoll load`, Kafka)
+validates with the same caps.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import quote_identifier
-from redpoll.ingest.convert import Converter, converter_for
+from redpoll.ingest.convert import Converter, Limits, converter_for
 
 if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
@@ -53,8 +57,11 @@ class DataSource:
         return next((c for c in self.columns if c.name == name), None)
 
 
-def discover_datasources(project_dir: Path, client: Client, database: str) -> dict[str, DataSource]:
-    """Data sources declared in `sql/` whose table exists in `database`."""
+def discover_datasources(
+    project_dir: Path, client: Client, database: str, limits: Limits | None = None
+) -> dict[str, DataSource]:
+    """Data sources declared in `sql/` whose table exists in `database` (one read of
+    `system.columns`); `limits`: String length caps, the settings' defaults if None."""
     declared = sorted(p.stem for p in (project_dir / "sql").glob("*.sql"))
     if not declared:
         return {}
@@ -73,7 +80,7 @@ def discover_datasources(project_dir: Path, client: Client, database: str) -> di
         if table not in tables:
             continue
         columns = tuple(
-            Column(col, type_, expr if kind == "DEFAULT" else "", converter_for(type_))
+            Column(col, type_, expr if kind == "DEFAULT" else "", converter_for(type_, col, limits))
             for col, type_, kind, expr in tables[table]
             if kind not in {"MATERIALIZED", "ALIAS", "EPHEMERAL"} and col not in _PROTOCOL_COLUMNS
         )

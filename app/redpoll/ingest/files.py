@@ -2,7 +2,13 @@
 
 `redpoll load` sends every chunk through the same path as `POST /v0/events`, so file
 loads get the same validation, quarantine and dedup. CSV empty fields mean "missing"
-(the column's default applies). Parquet is read with pyarrow, which chDB already needs.
+(the column's default applies); every CSV value is a JSON string (the columns' converters
+accept numeric strings for numbers, `convert.py`); a byte order mark is ignored. Parquet
+is read with pyarrow, which chDB already needs.
+
+A chunk ends at `rows_per_chunk` rows or before it would pass `max_chunk_bytes` (a row
+larger than that is a chunk of its own), so chunks sent to a running server stay below
+its `max_body_bytes` (default: half of that setting's default).
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from typing import IO, Any
 import msgspec
 
 from redpoll.errors import ConfigError
+from redpoll.settings import SETTINGS
 
-__all__ = ("FORMATS", "detect_format", "read_chunks")
+__all__ = ("FORMATS", "MAX_CHUNK_BYTES", "detect_format", "read_chunks")
 
 FORMATS = ("csv", "ndjson", "parquet")
+#: Default chunk size cap: half the default `max_body_bytes` of a server.
+MAX_CHUNK_BYTES: int = next(s.default for s in SETTINGS if s.name == "max_body_bytes") // 2
 _encode = msgspec.json.Encoder().encode
 
 
@@ -40,53 +49,47 @@ def detect_format(path: Path) -> str:
 
 
 def read_chunks(
-    path: Path, fmt: str, rows_per_chunk: int = 20_000
+    path: Path, fmt: str, rows_per_chunk: int = 20_000, max_chunk_bytes: int = MAX_CHUNK_BYTES
 ) -> Iterator[tuple[bytes, int, int]]:
     """Yield `(ndjson chunk, rows in it, bytes of the file consumed so far)`."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     if fmt == "parquet":
-        yield from _parquet_chunks(path, rows_per_chunk)
+        yield from _parquet_chunks(path, rows_per_chunk, max_chunk_bytes)
         return
     with open(path, "rb") as raw:
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
         if fmt == "ndjson":
-            yield from _ndjson_chunks(stream, raw, rows_per_chunk)
+            lines = (line.rstrip(b"\r\n") for line in stream if line.strip())
         elif fmt == "csv":
-            yield from _csv_chunks(stream, raw, rows_per_chunk)
+            reader = csv.DictReader(
+                io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+            )
+            lines = (
+                _encode({k: v for k, v in record.items() if k and v not in ("", None)})
+                for record in reader
+            )
         else:
             raise ConfigError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+        for chunk, rows in _chunked(lines, rows_per_chunk, max_chunk_bytes):
+            yield chunk, rows, raw.tell()
 
 
-def _ndjson_chunks(
-    stream: IO[bytes], raw: IO[bytes], size: int
-) -> Iterator[tuple[bytes, int, int]]:
-    lines: list[bytes] = []
-    for line in stream:
-        if line.strip():
-            lines.append(line.rstrip(b"\r\n"))
-        if len(lines) >= size:
-            yield b"\n".join(lines), len(lines), raw.tell()
-            lines = []
-    if lines:
-        yield b"\n".join(lines), len(lines), raw.tell()
+def _chunked(lines: Iterator[bytes], max_rows: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Join NDJSON lines into chunks of at most `max_rows` rows and `max_bytes` bytes."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and (len(chunk) >= max_rows or size + len(line) + 1 > max_bytes):
+            yield b"\n".join(chunk), len(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        yield b"\n".join(chunk), len(chunk)
 
 
-def _csv_chunks(stream: IO[bytes], raw: IO[bytes], size: int) -> Iterator[tuple[bytes, int, int]]:
-    reader = csv.DictReader(
-        io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
-    )
-    rows: list[bytes] = []
-    for record in reader:
-        rows.append(_encode({k: v for k, v in record.items() if k and v not in ("", None)}))
-        if len(rows) >= size:
-            yield b"\n".join(rows), len(rows), raw.tell()
-            rows = []
-    if rows:
-        yield b"\n".join(rows), len(rows), raw.tell()
-
-
-def _parquet_chunks(path: Path, size: int) -> Iterator[tuple[bytes, int, int]]:
+def _parquet_chunks(path: Path, size: int, max_bytes: int) -> Iterator[tuple[bytes, int, int]]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
@@ -95,6 +98,6 @@ def _parquet_chunks(path: Path, size: int) -> Iterator[tuple[bytes, int, int]]:
     done = 0
     for batch in parquet.iter_batches(batch_size=size):
         records: list[dict[str, Any]] = batch.to_pylist()
-        done += len(records)
-        chunk = b"\n".join(_encode(r) for r in records)
-        yield chunk, len(records), int(file_size * done / total_rows)
+        for chunk, rows in _chunked((_encode(r) for r in records), size, max_bytes):
+            done += rows
+            yield chunk, rows, int(file_size * done / total_rows)

@@ -9,8 +9,28 @@ takes everything queued while the previous INSERT ran and sends it as one INSERT
 (group commit). If a grouped INSERT fails, each request is retried alone, so one bad
 request cannot fail its neighbours.
 
+Exactly once under failures (issue 13): every acknowledged row is stored once, and a
+request that fails leaves no row in its data source.
+- Generated event ids (and the receive time of a missing `ts`) are assigned once, when
+  the batch is validated (`validate.py`), so the retry of a row carries the id of its
+  first attempt and the writer's dedup (`event_ids`) drops any copy already stored.
+- A batch's quarantine rows are inserted before its events (once: `quarantine_written`),
+  so a failing quarantine insert leaves no events behind.
+- A failed events INSERT is rolled back by the writer (its batch deleted from `events`,
+  derived tables rebuilt: `writer.py`) before the requests are retried alone.
+- Line numbers (`first_line`) are checked before anything is queued.
+Quarantine rows are a log of what was received: a request whose events INSERT failed
+keeps its quarantine rows. Plain data sources (no landing table, e.g. `items`, a
+ReplacingMergeTree) have no batch number to roll back; an INSERT ClickHouse rejects
+stores nothing there, and a partly applied one is re-inserted by the retry.
+
 The `events` data source goes through `EventWriter` (the exact real-time protocol);
 other data sources are plain column-oriented inserts.
+
+Data source lookups are cached (issue 13): the catalog (`system.columns`) is read once,
+and an unknown name re-reads it at most once per `datasource_refresh_s`, so a flood of
+unknown names costs one read per interval. `refresh()` re-reads it at once (after
+migrations).
 """
 
 from __future__ import annotations
@@ -25,17 +45,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import connect, quote_identifier
-from redpoll.errors import ConfigError, EndpointNotFound
+from redpoll.errors import ConfigError, EndpointNotFound, ParameterError
+from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
 from redpoll.ingest.validate import ValidatedBatch, parse_body, validate_rows
 from redpoll.ingest.writer import EventWriter
+from redpoll.settings import SETTINGS
 
 if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client, Target
+    from redpoll.settings import Settings
 
-__all__ = ("IngestResult", "IngestService")
+__all__ = ("MAX_FIRST_LINE", "IngestResult", "IngestService")
 
 log = logging.getLogger("redpoll.ingest")
+#: Largest first line number of a body (quarantine `line` is UInt64; far below it).
+MAX_FIRST_LINE = 10**15
+_DEFAULT_REFRESH_S: float = next(s.default for s in SETTINGS if s.name == "datasource_refresh_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +165,8 @@ class _Committer:
             self._fill_defaults(batch)
             for name, values in batch.columns.items():
                 columns[name].extend(values)
+        # quarantine first: if it fails, no event of these batches is stored yet
+        self._quarantine([b for b in batches if b.quarantined and not b.quarantine_written])
         total = sum(b.rows for b in batches)
         if total:
             if self.writer is not None:
@@ -151,7 +179,6 @@ class _Committer:
                     column_oriented=True,
                     settings={"insert_deduplication_token": dedup_token} if dedup_token else None,
                 )
-        self._quarantine([row for b in batches for row in _quarantine_rows(b)])
         self.stats.inserts += 1
         self.stats.rows += total
         self.stats.last_insert_ms = (time.perf_counter() - started) * 1000
@@ -169,7 +196,9 @@ class _Committer:
                 target[i] = value
         batch.needs_default = {}
 
-    def _quarantine(self, rows: list[list[Any]]) -> None:
+    def _quarantine(self, batches: list[ValidatedBatch]) -> None:
+        """Store the quarantine rows of `batches` in one INSERT; marks them written."""
+        rows = [row for b in batches for row in _quarantine_rows(b)]
         if not rows:
             return
         if not self._quarantine_ready:
@@ -181,6 +210,8 @@ class _Committer:
             rows,
             column_names=["received_at", "line", "column", "error", "raw"],
         )
+        for batch in batches:
+            batch.quarantine_written = True
         self.stats.quarantined += len(rows)
 
 
@@ -191,43 +222,72 @@ def _quarantine_rows(batch: ValidatedBatch) -> list[list[Any]]:
 class IngestService:
     """Entry point for every ingestion path (HTTP events API, `redpoll load`, Kafka)."""
 
-    def __init__(self, target: Target, project_dir: Path, max_group_rows: int = 200_000) -> None:
+    def __init__(
+        self,
+        target: Target,
+        project_dir: Path,
+        max_group_rows: int = 200_000,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        """`settings` gives the String length caps (`max_id_bytes`, `max_field_bytes`)
+        and `datasource_refresh_s`; without it, their defaults apply."""
         self.target = target
         self.project_dir = project_dir
         self.max_group_rows = max_group_rows
+        self.limits = Limits.from_settings(settings)
+        self.refresh_s = (
+            settings.datasource_refresh_s if settings is not None else _DEFAULT_REFRESH_S
+        )
         self._admin = connect(target)  # own client: discovery runs on request threads
         self._lock = threading.Lock()
         self._datasources: dict[str, DataSource] | None = None
+        self._read_at = 0.0  # time.monotonic() of the last catalog read
         self._committers: dict[str, _Committer] = {}
+
+    def _read_catalog(self) -> dict[str, DataSource]:
+        """Scan `system.columns` (caller holds `_lock`)."""
+        self._datasources = discover_datasources(
+            self.project_dir, self._admin, self.target.database, self.limits
+        )
+        self._read_at = time.monotonic()
+        return self._datasources
 
     def datasources(self) -> dict[str, DataSource]:
         with self._lock:
             if self._datasources is None:
-                self._datasources = discover_datasources(
-                    self.project_dir, self._admin, self.target.database
-                )
+                return self._read_catalog()
             return self._datasources
 
     def refresh(self) -> None:
-        """Re-read data sources (after migrations changed tables)."""
+        """Forget the catalog: the next lookup re-reads it (after migrations)."""
         with self._lock:
             self._datasources = None
 
     def datasource(self, name: str) -> DataSource:
-        found = self.datasources().get(name)
-        if found is None:
-            self.refresh()
-            found = self.datasources().get(name)
+        """The data source `name`; an unknown name re-reads the catalog only if the last
+        read is older than `datasource_refresh_s` (a table created by hand shows up within
+        that time; migrations through the server call `refresh`)."""
+        with self._lock:
+            known = self._datasources
+            if known is None or (
+                name not in known and time.monotonic() - self._read_at >= self.refresh_s
+            ):
+                known = self._read_catalog()
+        found = known.get(name)
         if found is None:
             raise EndpointNotFound(f"Data Source '{name}' not found")
         return found
 
     def ingest(self, name: str, body: bytes, first_line: int = 1) -> IngestResult:
         """Validate `body` and insert its good rows; returns once they are durable."""
+        if not 1 <= first_line <= MAX_FIRST_LINE:
+            raise ParameterError(f"the first line number must be from 1 to {MAX_FIRST_LINE}")
         datasource = self.datasource(name)
-        if not body.strip():
+        parsed = parse_body(body, first_line)
+        if not parsed:
             raise ConfigError("empty body: send NDJSON, a JSON object or a JSON array")
-        batch = validate_rows(datasource, parse_body(body, first_line))
+        batch = validate_rows(datasource, parsed)
         return self.ingest_batch(datasource, batch)
 
     def ingest_batch(

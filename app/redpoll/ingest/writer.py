@@ -32,18 +32,30 @@ come from this object), and inserts go through this class (or follow the protoco
 `insert_deduplication_token` is passed through for MergeTree-level block dedup of
 identical retries; exactness does not depend on it.
 
-Known limits: the views of one INSERT are not written atomically by ClickHouse. If an
-INSERT fails half-way (crash, out of memory), `event_ids` may already hold ids whose
-co_purchase/trending rows were not written, and a retry treats them as duplicates; run
-`backfill` for the affected views after such a failure. `event_ids` is an
-EmbeddedRocksDB table (node-local): on a replicated cluster ingest through one node.
-A copy with the same event_id but different content is dropped (first stored wins).
+A failed or cut-short INSERT is rolled back (issue 13): ClickHouse does not write the
+views of one INSERT atomically, so an INSERT that fails half-way (a view's error, out of
+memory) or is cut short (`kill -9`) may have stored part of its batch in `events` and in
+some views. The writer then deletes that batch's rows from `events` (`DELETE ... WHERE
+batch = N`, synchronous: the batch number is the writer's own, so it names exactly the
+rows of that INSERT) and rebuilds every derived table from `events` (`repair`). The
+batch was not acknowledged, so it leaves nothing behind and a retry of the same rows is
+stored exactly once. A cut-short INSERT is found through the journal file at the next
+start; a failed one is rolled back at once (or, if that fails too, before the next
+batch). The rows of an INSERT that returned are never removed.
+
+Known limits: `event_ids` is an EmbeddedRocksDB table (node-local): on a replicated
+cluster ingest through one node. A copy with the same event_id but different content is
+dropped (first stored wins). Rows inserted into `events_landing` by anything else than
+this class must follow the protocol. Against a ClickHouse server, an INSERT whose
+connection broke may still finish on the server after its rollback and leave that
+unacknowledged batch stored (embedded chDB runs the INSERT in-process: it cannot).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -122,21 +134,32 @@ class EventWriter:
         """Args:
         settings: extra ClickHouse settings for every INSERT (block-size settings are
             always overridden so that each INSERT stays one block).
-        journal: a file marking an INSERT in flight. ClickHouse does not write the views
-            of one INSERT atomically, so an INSERT cut short (process killed, error) can
-            leave some views without the batch. The file is written (fsync) before each
-            INSERT and removed after it; if it is found at start, or an INSERT fails, the
-            derived tables are rebuilt from `events` (`repair`) before any new batch.
+        journal: a file naming the batch of the INSERT in flight (`{"batch": N}`),
+            written (fsync) before each INSERT and removed after it returned. If it is
+            found at start, that batch is rolled back (`rollback`) before any new batch.
         """
         self.client = client
         self.database = database
         self.settings = dict(settings or {})
         self.journal = journal
         self._lock = threading.Lock()
+        #: a failed batch whose rollback failed too: rolled back before the next INSERT
+        self._unrolled: int | None = None
         if journal is not None and journal.exists():
-            log.warning("an INSERT was cut short (%s): rebuilding views from events", journal)
-            self.repair()
+            cut = _journal_batch(journal)
+            log.warning("an INSERT (batch %s) was cut short: rolling it back", cut)
+            self.rollback(cut)
         self._batch = self._recover_batch()
+
+    def rollback(self, batch: int | None) -> None:
+        """Remove `batch` (an INSERT that did not return) from `events`, then rebuild
+        every derived table from `events`. `None`: the batch is unknown, only rebuild."""
+        if batch is not None:
+            self.client.command(
+                f"DELETE FROM {self.database}.events WHERE batch = {int(batch)}",
+                settings={"lightweight_deletes_sync": 2},
+            )
+        self.repair()
 
     def repair(self) -> None:
         """Rebuild every table derived from `events` (dedup index and all views)."""
@@ -184,7 +207,8 @@ class EventWriter:
             rows: a columnar dict `{column: values}` (missing columns get defaults) or a
                 sequence of tuples in `COLUMNS` order (trailing columns may be omitted).
                 `ts` values: `datetime` (naive = UTC), epoch seconds or ISO strings;
-                absent means now. Empty/absent `event_id`s are generated.
+                absent means now. Empty/absent `event_id`s are generated here, so a
+                caller that may retry must assign them itself (`validate.py` does).
             insert_deduplication_token: passed to ClickHouse for this INSERT.
         """
         started = time.perf_counter()
@@ -193,6 +217,9 @@ class EventWriter:
         columns = _drop_duplicate_ids(columns)
         sent = len(columns[0])
         with self._lock:
+            if self._unrolled is not None:
+                self.rollback(self._unrolled)
+                self._unrolled = None
             if sent == 0:
                 return InsertResult(self._batch, received, 0, time.perf_counter() - started)
             batch = self._batch + 1
@@ -227,8 +254,13 @@ class EventWriter:
             try:
                 self.client.data_insert(context)
             except Exception:
-                log.warning("INSERT of batch %d failed: rebuilding views from events", batch)
-                self.repair()
+                log.warning("INSERT of batch %d failed: rolling it back", batch)
+                self._unrolled = batch
+                try:
+                    self.rollback(batch)
+                    self._unrolled = None
+                except Exception:
+                    log.exception("rollback of batch %d failed: retried before the next", batch)
                 raise
             if self.journal is not None:
                 self.journal.unlink(missing_ok=True)
@@ -265,6 +297,15 @@ class EventWriter:
                     col = [default if v is None else v for v in col]
             out.append(col)
         return out
+
+
+def _journal_batch(journal: Path) -> int | None:
+    """The batch number a journal names; None if the file is unreadable (then the
+    rollback only rebuilds the derived tables)."""
+    try:
+        return int(json.loads(journal.read_text(encoding="utf-8"))["batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _drop_duplicate_ids(columns: list[list[Any]]) -> list[list[Any]]:

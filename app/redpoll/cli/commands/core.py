@@ -7,6 +7,7 @@ import shutil
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +15,9 @@ from redpoll.cli._backend import open_backend
 from redpoll.cli._context import load, project_option
 from redpoll.clickhouse.query import OUTPUT_FORMATS
 from redpoll.errors import ConfigError
+
+if TYPE_CHECKING:
+    from redpoll.settings import Settings
 
 __all__ = ("init", "serve", "sql")
 
@@ -38,28 +42,81 @@ def init(directory: Path) -> None:
 @click.option("--port", type=int, default=None, help="Port (default 8000, env REDPOLL_PORT).")
 @click.option("--dev/--no-dev", default=None, help="Reload endpoint files on change.")
 def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool | None) -> None:
-    """Run the HTTP API. SIGTERM or Ctrl-C shuts down gracefully."""
+    """Run the HTTP API. SIGTERM or Ctrl-C shuts down gracefully.
+
+    Exits 1 with one `error: ...` line when it cannot start, e.g. when another process
+    (another `redpoll serve`, `redpoll load`, ...) holds the project's embedded store.
+    After a graceful shutdown it exits 143 on SIGTERM, 130 on Ctrl-C.
+
+    A request's line and headers must arrive within `header_timeout_s` (else the
+    connection is closed) and fit in `max_header_bytes` (else 431); beyond
+    `max_connections` open connections, requests get 503 (docs/configuration.md).
+    """
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from redpoll.app import create_app
+    from redpoll.store import Store
 
     settings = load(project_dir, host=host, port=port, dev=dev)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    if not server.started:
-        sys.exit(1)
+    # Open the store (and take the embedded data-dir lock) before uvicorn starts: a busy
+    # store raises StoreBusy here, which cli/main.py prints as one line; raised inside
+    # the app's startup hook it would be a lifespan traceback and uvicorn's exit 3.
+    store = Store.open(settings, "redpoll serve", read_clients=settings.read_pool_size)
+    app = None
+    try:
+        app = create_app(settings, store=store, owns_store=True)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+            timeout_keep_alive=5,
+            limit_concurrency=settings.max_connections,
+            **_http_protocol(settings),
+        )
+        server = uvicorn.Server(config)
+        try:
+            server.run()
+        except SystemExit as exc:
+            # uvicorn exits 3 when startup fails (port in use, a startup hook failed);
+            # it has logged why. Redpoll's documented code for any failure is 1.
+            if exc.code == STARTUP_FAILURE:
+                sys.exit(1)
+            raise
+        except KeyboardInterrupt:
+            # uvicorn re-raises Ctrl-C after its graceful shutdown; click would print
+            # "Aborted!" and exit 1. A stop is not an error: the shell's code for SIGINT.
+            sys.exit(130)
+        if not server.started:
+            sys.exit(1)
+    finally:
+        # The app closes the store on a clean shutdown (and sets it to None); this covers
+        # a startup that failed before or inside the lifespan.
+        if app is None or getattr(app.state, "store", store) is not None:
+            store.close()
+
+
+def _http_protocol(settings: Settings) -> dict[str, Any]:
+    """uvicorn options bounding request heads (issue 13, defect 10).
+
+    With httptools (uvicorn[standard], a dependency): our protocol adds a header deadline
+    and a 431 size cap (api/http_protocol.py). Without it uvicorn runs h11, which can
+    only cap the head's size (answered 400) and has no header deadline.
+    """
+    try:
+        from redpoll.api.http_protocol import make_protocol
+    except ImportError:  # httptools missing
+        logging.getLogger("redpoll").warning(
+            "httptools is not installed: using h11, without a header read timeout"
+        )
+        return {"http": "h11", "h11_max_incomplete_event_size": settings.max_header_bytes}
+    return {"http": make_protocol(settings)}
 
 
 @click.command()
