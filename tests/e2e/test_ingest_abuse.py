@@ -50,6 +50,7 @@ BOOM_VIEW = (
 )
 
 
+@dataclasses.dataclass
 class Ledger:
     """What the clients were told, across threads."""
 
@@ -209,7 +210,7 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
 ) -> None:
     project = tmp_path / "shop"
     project.mkdir()
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO_ROOT / folder, project / folder)
     assert run_cli(project, "migrate", "up").returncode == 0
     for statement in BOOM_VIEW:
@@ -292,7 +293,7 @@ def test_load_through_a_running_server_sends_chunks_below_its_body_limit(tmp_pat
     used to go out as one 20 MB chunk."""
     project = tmp_path / "shop"
     project.mkdir()
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO_ROOT / folder, project / folder)
     assert run_cli(project, "migrate", "up").returncode == 0
     rnd = random.Random(3)
