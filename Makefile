@@ -21,10 +21,11 @@ demo: install  ## migrate, load the bundled Online Retail sample, print curl cal
 test: install  ## the full default test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 docs: install  ## regenerate docs/cli.md and docs/configuration.md
 	$(BIN)/python -m redpoll.cli.docgen docs

@@ -1,4 +1,4 @@
-"""Ordinary readers under abuse: latency, correctness and memory (issue 13, acceptance).
+"""Ordinary readers under abuse: latency, correctness and memory (acceptance).
 
     .venv/bin/python bench/bench_abuse.py [--quiet-s 10] [--abuse-s 20] [--json]
 

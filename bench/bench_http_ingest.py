@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "bench"
         project.mkdir()
-        for folder in ("sql", "migrations"):
+        for folder in ("sql", "materialized_views", "migrations"):
             shutil.copytree(REPO / folder, project / folder)
         assert run_cli(project, "migrate", "up").returncode == 0
         env = {"REDPOLL_ADMIN_TOKEN": TOKEN}

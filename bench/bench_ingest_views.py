@@ -33,18 +33,13 @@ import clickhouse_connect
 import jinja2
 
 from redpoll.ingest.writer import EventWriter, backfill_queries
+from redpoll.materialized import load_views
+from redpoll.migrations.files import discover
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
-MIGRATIONS = (
-    "0002_events.sql",
-    "0003_co_purchase.sql",
-    "0004_trending.sql",
-    "0005_user_history.sql",
-    "0006_basket_pairs.sql",
-    "0007_trending_daily.sql",
-    "0008_items_latest.sql",
-)
+#: every migration of the repository, in order (a view added there is benchmarked too)
+MIGRATIONS = tuple(m.filename for m in discover(REPO / "migrations"))
 
 
 def apply_migrations(
@@ -158,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             client.command("SYSTEM STOP TTL MERGES bench.trending")
         if args.stop_merges:
             client.command("SYSTEM STOP MERGES bench.co_purchase")
-        writer = EventWriter(client, "bench")
+        writer = EventWriter(client, "bench", views=load_views(REPO))
         latencies: list[float] = []
         cpu_started = time.process_time()
         started = time.perf_counter()
@@ -212,7 +207,7 @@ def verify(client: object, window_days: float | None = None) -> int:
     """Recompute co_purchase from `events` into a scratch table and count differences."""
     run = client.command  # type: ignore[attr-defined]
     run("CREATE TABLE bench.co_purchase_check AS bench.co_purchase")
-    recompute = backfill_queries("bench", "co_purchase")[-1]
+    recompute = backfill_queries("bench", "co_purchase", load_views(REPO))[-1]
     if window_days is not None:
         recompute = recompute.replace("2592000000", str(int(window_days * 86_400_000)))
     run(recompute.replace("INTO bench.co_purchase ", "INTO bench.co_purchase_check "))

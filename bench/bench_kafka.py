@@ -34,9 +34,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from redpoll.ingest.kafka import KafkaIngestor
-from redpoll.ingest.kafka_bindings import load_bindings
 from redpoll.ingest.service import IngestService
+from redpoll.kafka.bindings import load_bindings
+from redpoll.kafka.consumer import KafkaIngestor
 from redpoll.settings import load_settings
 from redpoll.store import Store
 from redpoll.testing_kafka import MockKafka
@@ -97,7 +97,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     project = tmp / "shop"
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO / folder, project / folder)
     (project / "kafka").mkdir()
     (project / "kafka" / "events.toml").write_text(

@@ -73,7 +73,7 @@ def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str
         ],
         column_names=["item_id", "title", "category", "brand", "price", "available", "updated_at"],
     )
-    writer = EventWriter(client, target.database)
+    writer = EventWriter(client, target.database, views=REPO)
     for start in range(0, len(events), 50_000):
         chunk = events[start : start + 50_000]
         writer.insert(

@@ -71,7 +71,7 @@ def main() -> None:
         client.command("CREATE DATABASE bench")
         apply_migrations(client, "bench")
         client.command("SYSTEM STOP TTL MERGES bench.trending")
-        writer = EventWriter(client, "bench")
+        writer = EventWriter(client, "bench", views=REPO)
         for start in range(0, args.before, 10_000):
             writer.insert(
                 {k: v[start : min(start + 10_000, args.before)] for k, v in events.items()}

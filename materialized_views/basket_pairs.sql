@@ -37,23 +37,26 @@
 -- `basket_items` (order_id, item_id): one row per stored purchase event with an order,
 -- filled from `events` (already deduplicated).
 --
--- Backfill (`redpoll backfill basket_pairs`, ingestion stopped): recompute from `events`:
---   TRUNCATE TABLE basket_items; TRUNCATE TABLE basket_pairs;
---   INSERT INTO basket_items (order_id, item_id, batch)
+-- Backfill (`redpoll backfill basket_pairs`, ingestion stopped): the tables this file
+-- creates are truncated, then recomputed from `events` by (`{{ max_basket_items }}` is the
+-- constant of basket_pairs_mv; tests/test_views_exact.py compares the view and this
+-- recomputation with an oracle):
+-- recompute:
+--   INSERT INTO {{ database }}.basket_items (order_id, item_id, batch)
 --   SELECT order_id, item_id, batch
---   FROM events WHERE event_type = 'purchase' AND order_id != '';
---   INSERT INTO basket_pairs (item_id, other_item_id, orders)
+--   FROM {{ database }}.events WHERE event_type = 'purchase' AND order_id != '';
+--   INSERT INTO {{ database }}.basket_pairs (item_id, other_item_id, orders)
 --   WITH lines AS (
---       SELECT DISTINCT order_id, item_id FROM basket_items
---       WHERE order_id IN (SELECT order_id FROM basket_items GROUP BY order_id
---                          HAVING uniqExact(item_id) <= 50))
+--       SELECT DISTINCT order_id, item_id FROM {{ database }}.basket_items
+--       WHERE order_id IN (SELECT order_id FROM {{ database }}.basket_items GROUP BY order_id
+--                          HAVING uniqExact(item_id) <= {{ max_basket_items }}))
 --   SELECT a.item_id, b.item_id, count()
 --   FROM lines AS a INNER JOIN lines AS b ON a.order_id = b.order_id
 --   WHERE a.item_id != b.item_id
 --   GROUP BY a.item_id, b.item_id;
---   INSERT INTO basket_pairs (item_id, other_item_id, orders)
---   SELECT '', item_id, uniqExact(order_id) FROM basket_items GROUP BY item_id;
--- (tests/test_views_exact.py compares the view and this recomputation with an oracle.)
+--   INSERT INTO {{ database }}.basket_pairs (item_id, other_item_id, orders)
+--   SELECT '', item_id, uniqExact(order_id) FROM {{ database }}.basket_items GROUP BY item_id;
+-- end recompute
 
 CREATE TABLE IF NOT EXISTS {{ database }}.basket_items {{ on_cluster }}
 (

@@ -20,20 +20,22 @@
 -- `co_purchase_history` (pair_key, ts_ms): purchases per buyer key ('u:'+user_id or
 -- 'o:'+order_id), filled from `events` (already deduplicated).
 --
--- Backfill (`redpoll backfill co_purchase`, ingestion stopped): recompute from `events`:
---   TRUNCATE TABLE co_purchase_history; TRUNCATE TABLE co_purchase;
---   INSERT INTO co_purchase_history (pair_key, ts_ms, item_id, batch)
+-- Backfill (`redpoll backfill co_purchase`, ingestion stopped): the tables this file
+-- creates are truncated, then recomputed from `events` by (app/redpoll/materialized.py;
+-- tests/test_views_exact.py compares the result with an oracle):
+-- recompute:
+--   INSERT INTO {{ database }}.co_purchase_history (pair_key, ts_ms, item_id, batch)
 --   SELECT if(user_id != '', concat('u:', user_id), concat('o:', order_id)),
 --          toUnixTimestamp64Milli(ts), item_id, batch
---   FROM events WHERE event_type = 'purchase' AND (user_id != '' OR order_id != '');
---   INSERT INTO co_purchase (item_id, other_item_id, pairs)
+--   FROM {{ database }}.events
+--   WHERE event_type = 'purchase' AND (user_id != '' OR order_id != '');
+--   INSERT INTO {{ database }}.co_purchase (item_id, other_item_id, pairs)
 --   SELECT a.item_id, b.item_id, count()
---   FROM co_purchase_history AS a
---   INNER JOIN co_purchase_history AS b ON a.pair_key = b.pair_key
---   WHERE a.item_id != b.item_id AND abs(a.ts_ms - b.ts_ms) <= 2592000000
+--   FROM {{ database }}.co_purchase_history AS a
+--   INNER JOIN {{ database }}.co_purchase_history AS b ON a.pair_key = b.pair_key
+--   WHERE a.item_id != b.item_id AND abs(a.ts_ms - b.ts_ms) <= {{ window_ms }}
 --   GROUP BY a.item_id, b.item_id;
--- (The same statements live in redpoll.ingest.writer.VIEWS; tests compare their result
--- with the oracle.)
+-- end recompute
 
 CREATE TABLE IF NOT EXISTS {{ database }}.co_purchase_history {{ on_cluster }}
 (

@@ -18,13 +18,15 @@
 -- thread). Deleting from `items` (ALTER ... DELETE, TRUNCATE) does not reach
 -- `items_latest`: rebuild it then.
 --
--- Rebuild (`redpoll backfill items_latest`):
---   TRUNCATE TABLE items_latest;
---   INSERT INTO items_latest (item_id, title, category, brand, price, available,
---                             updated_at, words)
+-- Rebuild (`redpoll backfill items_latest`): the table is truncated, then refilled from
+-- `items` by:
+-- recompute:
+--   INSERT INTO {{ database }}.items_latest (item_id, title, category, brand, price,
+--                                            available, updated_at, words)
 --   SELECT item_id, title, category, brand, price, available, updated_at,
 --          arrayDistinct(arrayFilter(w -> length(w) >= 3, splitByNonAlpha(upper(title))))
---   FROM items FINAL;
+--   FROM {{ database }}.items FINAL;
+-- end recompute
 
 CREATE TABLE IF NOT EXISTS {{ database }}.items_latest {{ on_cluster }}
 (

@@ -12,12 +12,15 @@
 -- Exactness: `trending_mv` reads `events`, i.e. only distinct events, each once; block
 -- splits do not matter for sums.
 --
--- Backfill (`redpoll backfill trending`, ingestion stopped):
---   TRUNCATE TABLE trending;
---   INSERT INTO trending (hour, item_id, event_type, events)
+-- Backfill (`redpoll backfill trending`, ingestion stopped): the table is truncated,
+-- then recomputed from `events` (within the TTL) by:
+-- recompute:
+--   INSERT INTO {{ database }}.trending (hour, item_id, event_type, events)
 --   SELECT toStartOfHour(ts) AS hour, item_id, event_type, count()
---   FROM events WHERE ts >= now() - INTERVAL 90 DAY
+--   FROM {{ database }}.events
+--   WHERE ts >= now() - INTERVAL 90 DAY
 --   GROUP BY hour, item_id, event_type;
+-- end recompute
 
 CREATE TABLE IF NOT EXISTS {{ database }}.trending {{ on_cluster }}
 (

@@ -13,11 +13,13 @@
 -- Exactness: `trending_daily_mv` reads `events`, i.e. only distinct events, each once;
 -- block splits do not matter for sums.
 --
--- Backfill (`redpoll backfill trending_daily`, ingestion stopped):
---   TRUNCATE TABLE trending_daily;
---   INSERT INTO trending_daily (day, item_id, event_type, events)
+-- Backfill (`redpoll backfill trending_daily`, ingestion stopped): the table is
+-- truncated, then recomputed from `events` by:
+-- recompute:
+--   INSERT INTO {{ database }}.trending_daily (day, item_id, event_type, events)
 --   SELECT toDate(ts) AS day, item_id, event_type, count()
---   FROM events GROUP BY day, item_id, event_type;
+--   FROM {{ database }}.events GROUP BY day, item_id, event_type;
+-- end recompute
 
 CREATE TABLE IF NOT EXISTS {{ database }}.trending_daily {{ on_cluster }}
 (

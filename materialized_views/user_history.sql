@@ -11,17 +11,24 @@
 --
 -- Exactness: both views read `events`, i.e. only distinct events, each once.
 --
--- Backfill (`redpoll backfill user_history`, ingestion stopped):
---   TRUNCATE TABLE user_history; TRUNCATE TABLE user_item_stats;
---   INSERT INTO user_history (user_id, ts, event_type, item_id, session_id, order_id,
---                             quantity, price, rec_id, source, event_id)
+-- Backfill (`redpoll backfill user_history`, ingestion stopped): both tables are
+-- truncated, then recomputed from `events` by:
+-- recompute:
+--   INSERT INTO {{ database }}.user_history
+--       (user_id, ts, event_type, item_id, session_id, order_id,
+--        quantity, price, rec_id, source, event_id)
 --   SELECT user_id, ts, event_type, item_id, session_id, order_id,
 --          quantity, price, rec_id, source, event_id
---   FROM events WHERE user_id != '';
---   INSERT INTO user_item_stats (user_id, item_id, event_type, events, quantity,
---                                first_ts, last_ts)
---   SELECT user_id, item_id, event_type, count(), sum(toInt64(quantity)), min(ts), max(ts)
---   FROM events WHERE user_id != '' GROUP BY user_id, item_id, event_type;
+--   FROM {{ database }}.events
+--   WHERE user_id != '';
+--   INSERT INTO {{ database }}.user_item_stats
+--       (user_id, item_id, event_type, events, quantity, first_ts, last_ts)
+--   SELECT user_id, item_id, event_type, count(), sum(toInt64(quantity)),
+--          min(ts), max(ts)
+--   FROM {{ database }}.events
+--   WHERE user_id != ''
+--   GROUP BY user_id, item_id, event_type;
+-- end recompute
 
 CREATE TABLE IF NOT EXISTS {{ database }}.user_history {{ on_cluster }}
 (

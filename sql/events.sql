@@ -19,6 +19,8 @@
 -- user_id ('' = anonymous), session_id, item_id, event_type (view, cart, purchase,
 -- impression, click, return, ...), order_id (basket), quantity, price, rec_id and
 -- source (which recommendation produced an impression/click), properties (free JSON).
+-- This file is their one definition: the EventWriter reads the columns of the created
+-- `events_landing` at start, and tests/test_view_files.py fails if app/ lists them.
 --
 -- `events` ORDER BY (event_type, item_id, ts): item- and type-centric analytics. Per-user
 -- lookups use `user_history` (ORDER BY (user_id, ts)); co-purchase history uses

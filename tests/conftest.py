@@ -1,5 +1,6 @@
 """Shared fixtures. One chDB data directory per test session (chDB allows one path per
-process); each test that needs isolation gets its own randomly named database in it.
+process); each test that needs isolation gets its own randomly named database in it
+(`redpoll_target` of the redpoll pytest plugin).
 
 Set REDPOLL_TEST_CLICKHOUSE_URL=http://user:pass@host:8123 to run the same tests against
 a real ClickHouse server instead of embedded chDB.
@@ -7,46 +8,33 @@ a real ClickHouse server instead of embedded chDB.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from redpoll.clickhouse.client import Client, Target, connect, parse_url, quote_identifier
+from redpoll.clickhouse.client import Client, Target
+from redpoll.settings import Settings, load_settings
+from redpoll.store import Store
+from tests.support.api import ADMIN_TOKEN
+from tests.support.paths import SHARED_DATA
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest as a user would
 
 
-@pytest.fixture(scope="session")
-def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The ClickHouse all in-process tests use: a session chDB dir unless overridden."""
-    url = os.environ.get("REDPOLL_TEST_CLICKHOUSE_URL")
-    if url:
-        return url
-    return f"chdb://{tmp_path_factory.mktemp('chdb') / 'data'}"
+# The store fixtures come from Redpoll's pytest plugin (app/redpoll/pytest_plugin.py),
+# the same ones a project's own tests get; these names are the suite's short aliases.
 
 
 @pytest.fixture
-def ch_target(clickhouse_url: str) -> Iterator[Target]:
+def ch_target(redpoll_target: Target) -> Target:
     """A fresh, empty database for one test; dropped afterwards."""
-    database = f"t_{uuid.uuid4().hex[:12]}"
-    target = parse_url(clickhouse_url, database)
-    admin = connect(target, create_database=True)
-    try:
-        yield target
-    finally:
-        admin.command(f"DROP DATABASE IF EXISTS {quote_identifier(database)}")
-        admin.close()
+    return redpoll_target
 
 
 @pytest.fixture
-def admin_client(ch_target: Target) -> Iterator[Client]:
-    client = connect(ch_target)
-    yield client
-    client.close()
+def admin_client(redpoll_admin: Client) -> Client:
+    return redpoll_admin
 
 
 @pytest.fixture
@@ -56,3 +44,22 @@ def online_retail_csv() -> Path:
     if not path.is_file():
         pytest.skip(f"../shared/data not present ({path}); full-dataset test skipped")
     return path
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    for folder in ["sql", "materialized_views", "endpoints", "migrations"]:
+        (tmp_path / folder).mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def settings(project_dir: Path, ch_target: Target) -> Settings:
+    return load_settings({"project_dir": str(project_dir), "admin_token": ADMIN_TOKEN}, environ={})
+
+
+@pytest.fixture
+def store(settings: Settings, ch_target: Target, admin_client: Client) -> Iterator[Store]:
+    store = Store.attach(settings, ch_target, admin_client)
+    yield store
+    store.close_read_pools()

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from redpoll.cli.main import cli
 from redpoll.evaluation.metrics import score_list
 from redpoll.evaluation.replay import EvalConfig, evaluate
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 HEADER = [
     "InvoiceNo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from redpoll.clickhouse.client import Client, Target
 from redpoll.errors import MigrationError
 from redpoll.migrations.files import discover, render_statements, template_variables
+from redpoll.migrations.generate import created_objects, drift, new_from_files
 from redpoll.migrations.runner import LOCK_TABLE, MigrationRunner, new_migration
 
 
@@ -149,3 +151,80 @@ def test_new_numbers_the_next_file(tmp_path: Path) -> None:
     assert new_migration(d, "more").name == "0002_more.sql"
     with pytest.raises(MigrationError):
         new_migration(d, "bad;name")
+
+
+REPO = Path(__file__).resolve().parent.parent
+HITS = """\
+CREATE TABLE IF NOT EXISTS {{ database }}.hits {{ on_cluster }}
+(item_id String, n UInt64)
+ENGINE = SummingMergeTree(n) ORDER BY item_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {{ database }}.hits_mv {{ on_cluster }}
+TO {{ database }}.hits
+AS SELECT item_id, count() AS n FROM {{ database }}.events GROUP BY item_id;
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for folder in ("sql", "materialized_views", "migrations"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_the_repository_files_and_migrations_do_not_drift() -> None:
+    applied = [m.version for m in discover(REPO / "migrations")]
+    assert drift(REPO, applied).lines() == []
+
+
+def test_generated_migration_holds_the_new_objects_only(
+    project: Path, admin_client: Client, ch_target: Target
+) -> None:
+    migrations = project / "migrations"
+    before = {p.name: p.read_bytes() for p in migrations.iterdir()}
+    assert new_from_files(project) is None  # everything has a migration
+    (project / "materialized_views" / "hits.sql").write_text(HITS)
+    path = new_from_files(project)
+    assert path is not None and path.name == "0009_hits.sql"
+    assert {p.name: p.read_bytes() for p in migrations.iterdir() if p != path} == before
+    statements = render_statements(discover(migrations)[-1], template_variables("db", ""))
+    heads = [next(x for x in s.sql.splitlines() if x and x[:2] != "--") for s in statements]
+    assert [h.strip() for h in heads] == [
+        "CREATE TABLE IF NOT EXISTS db.hits",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS db.hits_mv",
+    ]
+    assert new_from_files(project) is None  # pending counts: not generated twice
+    runner = MigrationRunner(admin_client, migrations, ch_target.database)
+    assert [s.version for s in runner.up()][-1] == 9
+    tables = admin_client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE 'hits%'",
+        parameters={"db": ch_target.database},
+    ).result_columns[0]
+    assert sorted(tables) == ["hits", "hits_mv"]
+
+
+def test_drift_is_reported_by_name_both_ways(project: Path) -> None:
+    (project / "materialized_views" / "hits.sql").write_text(HITS)
+    applied = [m.version for m in discover(project / "migrations")]
+    (project / "materialized_views" / "trending_daily.sql").unlink()
+    assert drift(project, applied).lines() == [
+        "hits is defined in materialized_views/hits.sql but no applied migration creates it",
+        "hits_mv is defined in materialized_views/hits.sql but no applied migration creates it",
+        "trending_daily is created by 0007_trending_daily.sql but no file of sql/ or "
+        "materialized_views/ defines it",
+        "trending_daily_mv is created by 0007_trending_daily.sql but no file of sql/ or "
+        "materialized_views/ defines it",
+    ]
+    write(
+        project / "migrations",
+        "0009_drop.sql",
+        "DROP VIEW IF EXISTS {{ database }}.trending_daily_mv;\n"
+        "DROP TABLE IF EXISTS {{ database }}.trending_daily;\n",
+    )
+    assert (
+        created_objects(discover(project / "migrations"))
+        .keys()
+        .isdisjoint({"trending_daily", "trending_daily_mv"})
+    )
+    assert len(drift(project, applied).not_in_files) == 2  # 0009 is not applied
+    assert drift(project, [*applied, 9]).not_in_files == []

@@ -36,8 +36,7 @@ from litestar.testing import TestClient
 from redpoll.app import create_app
 from redpoll.settings import Settings
 from redpoll.store import Store
-from tests.api.conftest import project_dir, settings, store  # noqa: F401 (fixtures)
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 H = 3_600_000
 # A whole hour of the recent past: `trending` has a 90-day TTL relative to the wall
@@ -104,7 +103,7 @@ def ndjson(rows: list[dict[str, Any]]) -> str:
 
 
 @pytest.fixture
-def recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:  # noqa: F811
+def recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
     for folder in ("sql", "migrations", "endpoints"):
         shutil.copytree(REPO_ROOT / folder, project_dir / folder, dirs_exist_ok=True)
     store.migrations().up()
@@ -326,7 +325,7 @@ def test_for_user_cold_start_fills_from_catalog(recs: TestClient) -> None:
     assert len(ids(recs, "for_user", user_id="u4", limit=6)) == 6
 
 
-def test_for_user_does_not_depend_on_merges(recs: TestClient, store: Store) -> None:  # noqa: F811
+def test_for_user_does_not_depend_on_merges(recs: TestClient, store: Store) -> None:
     # u6 buys a1 60 days ago and again 1 hour ago, in two INSERTs: two rows of
     # user_item_stats until a merge collapses them. The user's weight of a1 is
     # events * decay(last event) = 2 * decay(1 h) either way (summing decays per row

@@ -16,7 +16,7 @@ from redpoll.clickhouse.client import Client, Target
 from redpoll.settings import load_settings
 from redpoll.store import Store
 from redpoll.testing import free_port
-from tests.api.test_pipes import copy_endpoints, make_products
+from tests.support.api import copy_endpoints, make_products
 
 tinybird_sdk = pytest.importorskip("tinybird_sdk")
 

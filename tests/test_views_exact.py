@@ -13,9 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
-import time
+import shutil
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,194 +24,37 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redpoll.clickhouse.client import Client, Target, connect
-from redpoll.ingest.writer import MAX_BASKET_ITEMS, VIEWS, EventWriter, backfill, backfill_queries
+from redpoll.ingest.writer import EventWriter, backfill, backfill_queries
+from redpoll.materialized import schema_files
 from redpoll.migrations.files import (
-    MigrationFile,
     discover,
-    render_statements,
-    template_variables,
 )
-
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-VIEW_MIGRATIONS = (
-    "0002_events.sql",
-    "0003_co_purchase.sql",
-    "0004_trending.sql",
-    "0005_user_history.sql",
-    "0006_basket_pairs.sql",
-    "0007_trending_daily.sql",
-    "0008_items_latest.sql",
+from tests.support.views import (
+    BASE_MS,
+    BASKET_CAP,
+    DAY_MS,
+    EVENT_FIELDS,
+    HOUR_MS,
+    MIGRATIONS,
+    VIEWS,
+    apply_migrations,
+    observed,
+    oracle,
+    statements_of,
 )
-WINDOW_MS = 30 * 86_400_000
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
-# Recent enough that the 90-day trending TTL never fires during a test.
-BASE_MS = (int(time.time()) // 3600 - 85 * 24) * HOUR_MS
-EVENT_FIELDS = ("event_id", "ts", "user_id", "order_id", "item_id", "event_type", "quantity")
-
-
-BASKET_CAP = MAX_BASKET_ITEMS  # basket_pairs: orders of at most this many distinct items
-_CAP_SQL = f"{BASKET_CAP} AS max_basket_items"
-
-
-def apply_migrations(client: Client, database: str, basket_cap: int = BASKET_CAP) -> None:
-    """Run the view migrations with the project's own file splitter and variables
-    (`basket_cap`: a smaller basket_pairs cap, so that small tests reach it)."""
-    for migration in discover(MIGRATIONS):
-        if migration.path.name in VIEW_MIGRATIONS:
-            for statement in render_statements(migration, template_variables(database, "")):
-                sql = statement.sql
-                if basket_cap != BASKET_CAP and _CAP_SQL in sql:
-                    sql = sql.replace(_CAP_SQL, f"{basket_cap} AS max_basket_items")
-                client.command(sql)
-
-
-def _statements_of(paths: list[Path]) -> list[str]:
-    """The rendered statements of SQL files, whitespace-normalised, in file order."""
-    out = []
-    for path in paths:
-        migration = MigrationFile(0, path.stem, path, path.read_text())
-        for statement in render_statements(migration, template_variables("db", "")):
-            body = " ".join(
-                line.split("--")[0]
-                for line in statement.sql.splitlines()
-                if not line.strip().startswith("--")
-            )
-            out.append(" ".join(body.split()))
-    return out
 
 
 def test_readable_definitions_mirror_the_migrations() -> None:
     """sql/ and materialized_views/ (what analysts read) say exactly what migrations do."""
-    root = MIGRATIONS.parent
-    migrated = _statements_of([MIGRATIONS / name for name in VIEW_MIGRATIONS])
-    declared = _statements_of(
-        [root / "sql" / "events.sql", root / "sql" / "items.sql"]
-        + [
-            root / "materialized_views" / f"{v}.sql"
-            for v in (
-                "co_purchase",
-                "trending",
-                "user_history",
-                "basket_pairs",
-                "trending_daily",
-                "items_latest",
-            )
-        ]
-    )
+    migrated = statements_of([m.path for m in discover(MIGRATIONS)])
+    declared = statements_of([f.path for f in schema_files(MIGRATIONS.parent)])
     assert sorted(migrated) == sorted(declared)
-
-
-def oracle(distinct: list[dict[str, Any]], basket_cap: int = BASKET_CAP) -> dict[str, Any]:
-    """Batch recomputation over the distinct events, written to be read, not to be fast."""
-    co_purchase: Counter[tuple[str, str]] = Counter()
-    purchases = [e for e in distinct if e["event_type"] == "purchase"]
-    for e in purchases:
-        for f in purchases:
-            if e is f or e["item_id"] == f["item_id"]:
-                continue
-            if abs(e["ts"] - f["ts"]) > WINDOW_MS:
-                continue
-            if e["user_id"]:
-                together = e["user_id"] == f["user_id"]
-            else:
-                together = (
-                    not f["user_id"] and e["order_id"] != "" and (e["order_id"] == f["order_id"])
-                )
-            if together:
-                co_purchase[(e["item_id"], f["item_id"])] += 1
-    orders: dict[str, set[str]] = {}
-    for e in purchases:
-        if e["order_id"]:
-            orders.setdefault(e["order_id"], set()).add(e["item_id"])
-    basket_pairs: Counter[tuple[str, str]] = Counter()
-    for items in orders.values():
-        for b in items:  # the virtual item '' is in every order
-            basket_pairs[("", b)] += 1
-        if len(items) > basket_cap:
-            continue
-        for a in items:
-            for b in items:
-                if a != b:
-                    basket_pairs[(a, b)] += 1
-    trending: Counter[tuple[int, str, str]] = Counter()
-    trending_daily: Counter[tuple[int, str, str]] = Counter()
-    for e in distinct:
-        trending[(e["ts"] // HOUR_MS * 3600, e["item_id"], e["event_type"])] += 1
-        trending_daily[(e["ts"] // DAY_MS, e["item_id"], e["event_type"])] += 1
-    history = sorted(
-        (e["user_id"], e["ts"], e["event_type"], e["item_id"], e["event_id"])
-        for e in distinct
-        if e["user_id"]
-    )
-    stats: dict[tuple[str, str, str], list[int]] = {}
-    for e in distinct:
-        if e["user_id"]:
-            key = (e["user_id"], e["item_id"], e["event_type"])
-            s = stats.setdefault(key, [0, 0, e["ts"], e["ts"]])
-            s[0] += 1
-            s[1] += e["quantity"]
-            s[2] = min(s[2], e["ts"])
-            s[3] = max(s[3], e["ts"])
-    return {
-        "co_purchase": dict(co_purchase),
-        "basket_pairs": dict(basket_pairs),
-        "trending": dict(trending),
-        "trending_daily": dict(trending_daily),
-        "user_history": history,
-        "user_item_stats": {k: tuple(v) for k, v in stats.items()},
-        "events": sorted(e["event_id"] for e in distinct),
-    }
-
-
-def observed(client: Client, db: str) -> dict[str, Any]:
-    """What the views hold, in the oracle's shapes (sums, since merges are lazy)."""
-
-    def rows(sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in client.query(sql.format(db=db)).result_rows]
-
-    co_purchase = rows(
-        "SELECT item_id, other_item_id, sum(pairs) AS n FROM {db}.co_purchase "
-        "GROUP BY item_id, other_item_id HAVING n > 0"
-    )
-    basket_pairs = rows(
-        "SELECT item_id, other_item_id, sum(orders) AS n FROM {db}.basket_pairs "
-        "GROUP BY item_id, other_item_id HAVING n > 0"
-    )
-    trending = rows(
-        "SELECT toUnixTimestamp(hour), item_id, event_type, sum(events) AS n "
-        "FROM {db}.trending GROUP BY hour, item_id, event_type HAVING n > 0"
-    )
-    trending_daily = rows(
-        "SELECT toUInt32(day), item_id, event_type, sum(events) AS n "
-        "FROM {db}.trending_daily GROUP BY day, item_id, event_type HAVING n > 0"
-    )
-    history = rows(
-        "SELECT user_id, toUnixTimestamp64Milli(ts), event_type, item_id, event_id "
-        "FROM {db}.user_history"
-    )
-    stats = rows(
-        "SELECT user_id, item_id, event_type, sum(events), sum(quantity), "
-        "toUnixTimestamp64Milli(min(first_ts)), toUnixTimestamp64Milli(max(last_ts)) "
-        "FROM {db}.user_item_stats GROUP BY user_id, item_id, event_type"
-    )
-    return {
-        "co_purchase": {(a, b): int(n) for a, b, n in co_purchase},
-        "basket_pairs": {(a, b): int(n) for a, b, n in basket_pairs},
-        "trending": {(int(h), i, t): int(n) for h, i, t, n in trending},
-        "trending_daily": {(int(d), i, t): int(n) for d, i, t, n in trending_daily},
-        "user_history": sorted((u, int(ts), t, i, e) for u, ts, t, i, e in history),
-        "user_item_stats": {
-            (u, i, t): (int(n), int(q), int(lo), int(hi)) for u, i, t, n, q, lo, hi in stats
-        },
-        "events": sorted(r[0] for r in rows("SELECT event_id FROM {db}.events")),
-    }
 
 
 def backfill_basket_pairs(client: Client, db: str, basket_cap: int) -> None:
     """`backfill` of basket_pairs with another cap (the view's file sets 50)."""
-    for statement in backfill_queries(db, "basket_pairs"):
-        client.command(statement.replace(f"<= {MAX_BASKET_ITEMS})", f"<= {basket_cap})"))
+    for statement in backfill_queries(db, "basket_pairs", VIEWS):
+        client.command(statement.replace(f"<= {BASKET_CAP})", f"<= {basket_cap})"))
 
 
 @st.composite
@@ -306,9 +148,9 @@ def test_views_equal_oracle(
     db = fresh_db(basket_cap)
     client = connect(ch_target, settings=session)
     try:
-        writer = EventWriter(client, db)
+        writer = EventWriter(client, db, views=VIEWS)
         for batch in batches:
-            if tuples:  # list-of-tuples input in COLUMNS order
+            if tuples:  # list-of-tuples input in the landing table's column order
                 writer.insert(
                     [
                         (
@@ -328,11 +170,11 @@ def test_views_equal_oracle(
                 writer.insert(to_columns(batch))
         expected = oracle(events, basket_cap)
         assert observed(client, db) == expected
-        for view in VIEWS:
-            if view == "basket_pairs":
+        for view in VIEWS.fed_by({"events"}):
+            if view.name == "basket_pairs":
                 backfill_basket_pairs(client, db, basket_cap)
             else:
-                backfill(client, db, view)
+                backfill(client, db, view.name, VIEWS)
         assert observed(client, db) == expected
     finally:
         client.close()
@@ -350,9 +192,9 @@ def test_writer_recovers_batch_and_ignores_replays(
         "item_id": ["x", "y"],
         "event_type": ["purchase", "purchase"],
     }
-    first = EventWriter(admin_client, db)
+    first = EventWriter(admin_client, db, views=VIEWS)
     assert first.insert(rows, insert_deduplication_token="t1").batch == 1
-    restarted = EventWriter(admin_client, db)  # e.g. after a crash
+    restarted = EventWriter(admin_client, db, views=VIEWS)  # e.g. after a crash
     assert restarted.last_batch == 1
     assert restarted.insert(rows).batch == 2  # replay after crash: counts unchanged
     assert restarted.insert({"item_id": ["z"], "event_type": ["view"]}).rows_sent == 1
@@ -437,7 +279,7 @@ def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
     ]
     db = fresh_db()
     journal = tmp_path / "events.inflight"
-    writer = EventWriter(admin_client, db, journal=journal)
+    writer = EventWriter(admin_client, db, journal=journal, views=VIEWS)
     writer.insert(to_columns(events[:30]))
     writer.insert(to_columns(events[30:]))
     assert not journal.exists()
@@ -447,7 +289,7 @@ def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
     admin_client.command(f"TRUNCATE TABLE {db}.event_ids")
     journal.write_text('{"batch": 2}')
     assert observed(admin_client, db) != oracle(events[:30])
-    writer = EventWriter(admin_client, db, journal=journal)
+    writer = EventWriter(admin_client, db, journal=journal, views=VIEWS)
     assert not journal.exists()
     assert observed(admin_client, db) == oracle(events[:30])
     writer.insert(to_columns(events[25:]))  # the client's retry, overlapping batch 1
@@ -456,20 +298,9 @@ def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
     assert observed(admin_client, db) == oracle(events)
     journal.write_text("not json")  # unreadable: nothing is removed, views are rebuilt
     admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
-    EventWriter(admin_client, db, journal=journal)
+    EventWriter(admin_client, db, journal=journal, views=VIEWS)
     assert not journal.exists()
     assert observed(admin_client, db) == oracle(events)
-
-
-# materialized_views/items_latest.sql ("Rebuild").
-ITEMS_LATEST_REBUILD = (
-    "TRUNCATE TABLE {db}.items_latest",
-    """INSERT INTO {db}.items_latest (item_id, title, category, brand, price, available,
-                                  updated_at, words)
-    SELECT item_id, title, category, brand, price, available, updated_at,
-           arrayDistinct(arrayFilter(w -> length(w) >= 3, splitByNonAlpha(upper(title))))
-    FROM {db}.items FINAL""",
-)
 
 
 @st.composite
@@ -564,6 +395,101 @@ def test_items_latest_equals_final(
         " FROM {db}.items FINAL"
     )
     assert final == expected
-    for statement in ITEMS_LATEST_REBUILD:
-        admin_client.command(statement.format(db=db))
+    backfill(admin_client, db, "items_latest", VIEWS)  # its file's recompute block
     assert read(latest) == expected
+
+
+def tables_snapshot(client: Client, db: str, tables: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Every row of `tables`, sorted, after merging parts (OPTIMIZE FINAL collapses
+    Summing/Aggregating/Replacing rows by key), so equal contents compare equal
+    whatever the parts they were written in."""
+    out = {}
+    for table in tables:
+        engine = client.command(
+            "SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": db, "t": table},
+        )
+        if "MergeTree" in str(engine):
+            client.command(f"OPTIMIZE TABLE {db}.{table} FINAL")
+        rows = client.query(f"SELECT * FROM {db}.{table}").result_rows
+        out[table] = sorted((tuple(map(repr, r)) for r in rows), key=repr)
+    return out
+
+
+def random_events(rnd: random.Random, n: int) -> list[dict[str, Any]]:
+    """Few users, orders and items, so every view gets pairs, repeats and sums."""
+    return [
+        {
+            "event_id": f"e{i}",
+            "ts": BASE_MS + rnd.randrange(40 * DAY_MS),
+            "user_id": rnd.choice(["", "u1", "u2", "u3"]),
+            "order_id": rnd.choice(["", "o1", "o2", "o3", "o4"]),
+            "item_id": f"i{rnd.randrange(8)}",
+            "event_type": rnd.choice(["purchase", "purchase", "view", "cart"]),
+            "quantity": rnd.randrange(1, 4),
+        }
+        for i in range(n)
+    ]
+
+
+def random_batches(rnd: random.Random, rows: list[Any]) -> list[list[Any]]:
+    cuts = sorted(rnd.sample(range(1, len(rows)), min(len(rows) - 1, rnd.randrange(1, 6))))
+    return [rows[a:b] for a, b in itertools.pairwise([0, *cuts, len(rows)])]
+
+
+@pytest.mark.parametrize("view", VIEWS.names)
+def test_backfill_of_each_view_equals_its_incremental_contents(
+    fresh_db: Any, admin_client: Client, view: str
+) -> None:
+    """For every file of materialized_views/: random events through the writer (random
+    batches, redelivered copies) and catalog rows in random batches, then the view's
+    tables are snapshotted, rebuilt by `backfill` and must be equal."""
+    rnd = random.Random(view)
+    db = fresh_db()
+    events = random_events(rnd, 80)
+    arrivals = events + rnd.sample(events, 10)
+    rnd.shuffle(arrivals)
+    writer = EventWriter(admin_client, db, views=VIEWS)
+    for batch in random_batches(rnd, arrivals):
+        writer.insert(to_columns(batch))
+    items = [
+        [
+            f"i{rnd.randrange(8)}",
+            rnd.choice(["Red mug", "Blue mug", "T-light holder"]),
+            rnd.choice(["MUG", "LAMP"]),
+            "",
+            float(rnd.randrange(1, 4)),
+            rnd.random() < 0.8,
+            dt.datetime.fromtimestamp((BASE_MS + rnd.randrange(4) * 60_000) / 1000, dt.UTC),
+        ]
+        for _ in range(20)
+    ]
+    columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
+    for batch in random_batches(rnd, items):
+        admin_client.insert(f"{db}.items", batch, column_names=columns)
+    tables = VIEWS.get(view).tables
+    live = observed(admin_client, db), tables_snapshot(admin_client, db, tables)
+    assert any(live[1].values()), f"{view}: the random data left its tables empty"
+    assert writer.rebuild_views([view]) == [view]
+    assert (observed(admin_client, db), tables_snapshot(admin_client, db, tables)) == live
+
+
+def test_repair_skips_a_view_file_whose_migration_is_not_applied_yet(
+    fresh_db: Any, admin_client: Client, tmp_path: Path
+) -> None:
+    """An analyst's new file, not migrated yet, does not block the crash repair."""
+    shutil.copytree(MIGRATIONS.parent / "materialized_views", tmp_path / "materialized_views")
+    (tmp_path / "materialized_views" / "hits.sql").write_text(
+        "CREATE TABLE {{ database }}.hits (item_id String, n UInt64)\n"
+        "ENGINE = SummingMergeTree(n) ORDER BY item_id;\n"
+        "CREATE MATERIALIZED VIEW {{ database }}.hits_mv TO {{ database }}.hits AS\n"
+        "SELECT item_id, count() AS n FROM {{ database }}.events GROUP BY item_id;\n"
+    )
+    db = fresh_db()
+    events = random_events(random.Random(3), 30)
+    writer = EventWriter(admin_client, db, views=tmp_path)
+    assert "hits" in writer.views.names
+    writer.insert(to_columns(events))
+    admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
+    writer.repair()
+    assert observed(admin_client, db) == oracle(events)

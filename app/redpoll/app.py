@@ -1,15 +1,20 @@
 """`create_app(settings)`: the Litestar application, and nothing else.
 
-Resources are opened on startup and closed on shutdown (Litestar's lifecycle hooks) and
-kept on `app.state`: `store` (ClickHouse clients), `admin_token`. Features register
-their controllers in `ROUTE_HANDLERS` and their startup work in `STARTUP_HOOKS`.
+Wiring (docs/architecture.md): the app's resources live on one typed `AppState`
+(`api/state.py`), read by handlers through `app_state`. They are opened by Litestar
+lifespan context managers, entered in the order of `LIFESPAN` and left in reverse:
+the store, then endpoints (registry and query lanes), ingestion, Kafka consumers. A new
+feature adds its controller to `ROUTE_HANDLERS` and, if it holds a resource, a field on
+`AppState` and a lifespan here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar
@@ -17,23 +22,18 @@ from litestar.datastructures import State
 
 from redpoll.api.admin import AdminController
 from redpoll.api.errors import exception_handlers
-from redpoll.api.events import EventsController, start_ingest, stop_ingest
+from redpoll.api.events import EventsController, ingest_lifespan
 from redpoll.api.health import HealthController
-from redpoll.api.kafka_status import KafkaStatusController, start_kafka, stop_kafka
+from redpoll.api.kafka_status import KafkaStatusController, kafka_lifespan
 from redpoll.api.middleware import add_request_id
-from redpoll.api.pipes import (
-    EndpointsAdminController,
-    PipesController,
-    start_endpoints,
-    stop_endpoints,
-)
-from redpoll.clickhouse.lock import ServerInfo
+from redpoll.api.pipes import EndpointsAdminController, PipesController, endpoints_lifespan
+from redpoll.api.state import STATE_KEY, AppState, app_state
 from redpoll.store import Store
 
 if TYPE_CHECKING:
     from redpoll.settings import Settings
 
-__all__ = ("create_app",)
+__all__ = ("LIFESPAN", "ROUTE_HANDLERS", "create_app")
 
 log = logging.getLogger("redpoll")
 
@@ -46,6 +46,11 @@ ROUTE_HANDLERS: list[Any] = [
     KafkaStatusController,
 ]
 
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+#: After the store (opened first by `create_app`'s own lifespan), in this order.
+LIFESPAN: list[Lifespan] = [endpoints_lifespan, ingest_lifespan, kafka_lifespan]
+
 
 def create_app(
     settings: Settings, *, store: Store | None = None, owns_store: bool = False
@@ -54,34 +59,29 @@ def create_app(
 
     `store` hands in an already open store: tests do, and `redpoll serve` does so that a
     busy store is a one-line CLI error before uvicorn starts. It is closed on shutdown
-    only with `owns_store` (then `app.state.store` is None once closed).
+    only with `owns_store`; a store the app opens itself it always closes.
     """
-    admin_token = settings.admin_token or secrets.token_urlsafe(24)
+    wiring = AppState(settings, settings.admin_token or secrets.token_urlsafe(24))
 
-    def open_store(app: Litestar) -> None:
-        if store is None:
-            app.state.store = Store.open(
-                settings, "redpoll serve", read_clients=settings.read_pool_size
-            )
-        else:
-            app.state.store = store
-        lock = app.state.store.lock
-        if lock is not None:
-            url = f"http://{settings.host}:{settings.port}"
-            lock.publish_server(ServerInfo(os.getpid(), url, admin_token))
-        log.info("store open: %s", app.state.store.target.describe())
-
-    def close_store(app: Litestar) -> None:
-        if (store is None or owns_store) and getattr(app.state, "store", None) is not None:
-            app.state.store.close()
-            app.state.store = None
+    @contextlib.asynccontextmanager
+    async def store_lifespan(app: Litestar) -> AsyncIterator[None]:
+        opened = store or Store.open(
+            settings, "redpoll serve", read_clients=settings.read_pool_size
+        )
+        try:
+            app_state(app.state).store = opened
+            opened.publish_server(f"http://{settings.host}:{settings.port}", wiring.admin_token)
+            log.info("store open: %s", opened.target.describe())
+            yield
+        finally:
+            if store is None or owns_store:
+                opened.close()
 
     return Litestar(
         route_handlers=list(ROUTE_HANDLERS),
-        on_startup=[open_store, start_endpoints, start_ingest, start_kafka],
-        on_shutdown=[stop_kafka, stop_ingest, stop_endpoints, close_store],
+        lifespan=[store_lifespan, *LIFESPAN],
         exception_handlers=exception_handlers,
         before_send=[add_request_id],
-        state=State({"settings": settings, "admin_token": admin_token}),
+        state=State({STATE_KEY: wiring}),
         debug=False,
     )

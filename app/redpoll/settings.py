@@ -276,4 +276,4 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
     section.pop("project_dir", None)
-    return section
+    return dict(section)

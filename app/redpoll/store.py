@@ -4,11 +4,17 @@ An embedded (chDB) store is guarded by `StoreLock` so a second process fails fas
 a clear message instead of an engine error. The admin client (migrations, inserts,
 `redpoll sql`) is serialized by a lock because chDB clients must not be shared by two
 threads at once; read clients come from a `ClientPool`, one per worker thread.
+
+Layering (docs/architecture.md): services, the API and the CLI reach ClickHouse through
+this class; the modules under `redpoll.clickhouse` know nothing above them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import (
@@ -16,16 +22,22 @@ from redpoll.clickhouse.client import (
     DatabaseError,
     Target,
     connect,
+    parse_url,
     target_from_settings,
 )
-from redpoll.clickhouse.lock import StoreLock
+from redpoll.clickhouse.lock import ServerInfo, StoreLock, read_server_info
+from redpoll.clickhouse.query import OUTPUT_FORMATS, run_admin_sql
 from redpoll.migrations.runner import MigrationRunner
+from redpoll.settings import load_settings
 
 if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
     from redpoll.settings import Settings
 
-__all__ = ("Store",)
+__all__ = ("SQL_OUTPUTS", "DatabaseError", "ServerInfo", "Store", "running_server")
+
+#: Output formats of `Store.sql` (`redpoll sql --format`).
+SQL_OUTPUTS = tuple(OUTPUT_FORMATS)
 
 
 def read_limits(settings: Settings, target: Target, *, heavy: bool = False) -> dict[str, Any]:
@@ -59,6 +71,13 @@ def read_limits(settings: Settings, target: Target, *, heavy: bool = False) -> d
     return caps
 
 
+def running_server(settings: Settings) -> ServerInfo | None:
+    """The `redpoll serve` process holding this project's embedded store, if any."""
+    if not settings.is_embedded:
+        return None
+    return read_server_info(settings.state_dir)
+
+
 class Store:
     """Admin client, read pools and (for chDB) the data-directory lock of one process.
 
@@ -84,6 +103,7 @@ class Store:
         self._lock = lock
         self._control: Client | None = None
         self._control_lock = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, settings: Settings, role: str, read_clients: int = 0) -> Store:
@@ -98,10 +118,31 @@ class Store:
         Raises:
             StoreBusy: another process holds the embedded data directory.
         """
-        target = target_from_settings(settings)
+        return cls._open(
+            settings, target_from_settings(settings), settings.state_dir, role, read_clients
+        )
+
+    @classmethod
+    def open_scratch(cls, project_dir: Path, data_dir: Path, database: str, role: str) -> Store:
+        """An embedded store in a throwaway directory, with `project_dir`'s migrations.
+
+        For the evaluation's replay (`evaluation/replay.py`): its lock sits next to
+        `data_dir`, so it never contends with the project's own store or server.
+        """
+        base = load_settings({"project_dir": project_dir}, environ={})
+        settings = dataclasses.replace(
+            base, clickhouse_url=f"chdb://{data_dir.as_posix()}", database=database, cluster=""
+        )
+        target = parse_url(settings.clickhouse_url, database)
+        return cls._open(settings, target, data_dir.parent, role, 0)
+
+    @classmethod
+    def _open(
+        cls, settings: Settings, target: Target, lock_dir: Path, role: str, read_clients: int
+    ) -> Store:
         lock = None
         if target.embedded:
-            lock = StoreLock(settings.state_dir)
+            lock = StoreLock(lock_dir)
             lock.acquire(role)
         try:
             admin = connect(target, create_database=True)
@@ -146,6 +187,16 @@ class Store:
             max(1, settings.heavy_query_concurrency),
         )
 
+    def new_client(self, *, readonly: bool = False) -> Client:
+        """A client of its own for one worker thread (chDB clients are not shared
+        between threads); the caller closes it."""
+        return connect(self.target, readonly=readonly)
+
+    def sql(self, query: str, output: str) -> bytes:
+        """`redpoll sql` and the admin API's `/sql`: one statement on the admin client."""
+        with self.admin_lock:
+            return run_admin_sql(self.admin, query, output)
+
     def kill_query(self, marker: str) -> None:
         """Cancel the running query tagged `log_comment = marker` (see executor.prepare)."""
         with self._control_lock:
@@ -159,6 +210,12 @@ class Store:
     @property
     def lock(self) -> StoreLock | None:
         return self._lock
+
+    def publish_server(self, url: str, admin_token: str) -> None:
+        """Tell CLI commands where the server holding this embedded store answers
+        (`running_server`); nothing to publish for a ClickHouse server."""
+        if self._lock is not None:
+            self._lock.publish_server(ServerInfo(os.getpid(), url, admin_token))
 
     def migrations(self) -> MigrationRunner:
         return MigrationRunner(
@@ -177,6 +234,11 @@ class Store:
         return True
 
     def close(self) -> None:
+        """Close every client and release the lock; a second call does nothing (the app
+        and `redpoll serve` may both close the store they share)."""
+        if self._closed:
+            return
+        self._closed = True
         self.close_read_pools()
         self.admin.close()
         if self._lock:

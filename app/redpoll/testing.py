@@ -27,7 +27,8 @@ __all__ = ("AdminSQL", "RunningServer", "free_port", "run_cli", "run_server")
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclasses.dataclass

@@ -1,38 +1,16 @@
-"""API fixtures: `create_app` over a real chDB store in a fresh database (no subprocess)."""
+"""API fixtures: `create_app` over a real chDB store in a fresh database (no subprocess);
+the store and its project come from tests/conftest.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
 
 from redpoll.app import create_app
-from redpoll.clickhouse.client import Client, Target
-from redpoll.settings import Settings, load_settings
+from redpoll.settings import Settings
 from redpoll.store import Store
-
-ADMIN_TOKEN = "test-admin-token"
-
-
-@pytest.fixture
-def project_dir(tmp_path: Path) -> Path:
-    for folder in ["sql", "materialized_views", "endpoints", "migrations"]:
-        (tmp_path / folder).mkdir()
-    return tmp_path
-
-
-@pytest.fixture
-def settings(project_dir: Path, ch_target: Target) -> Settings:
-    return load_settings({"project_dir": str(project_dir), "admin_token": ADMIN_TOKEN}, environ={})
-
-
-@pytest.fixture
-def store(settings: Settings, ch_target: Target, admin_client: Client) -> Iterator[Store]:
-    store = Store.attach(settings, ch_target, admin_client)
-    yield store
-    store.close_read_pools()
 
 
 @pytest.fixture

@@ -16,17 +16,18 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from redpoll.api.state import app_state
 from redpoll.app import create_app
 from redpoll.clickhouse.client import Client, Target
 from redpoll.ingest import service as service_module
 from redpoll.ingest.service import IngestService
 from redpoll.ingest.validate import parse_body, validate_rows
-from redpoll.ingest.writer import VIEWS, backfill
+from redpoll.ingest.writer import backfill
 from redpoll.settings import Settings
 from redpoll.store import Store
-from tests.api.test_health_admin import assert_error_envelope
-from tests.conftest import REPO_ROOT
-from tests.test_views_exact import observed
+from tests.support.api import assert_error_envelope
+from tests.support.paths import REPO_ROOT
+from tests.support.views import VIEWS, observed
 
 ALL_TYPES = """
 CREATE TABLE {{ database }}.all_types (
@@ -59,7 +60,7 @@ GOOD_ROW = {
 @pytest.fixture
 def shop(project_dir: Path, store: Store) -> Path:
     """The repository's own data sources and migrations, plus an all-types source."""
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO_ROOT / folder, project_dir / folder, dirs_exist_ok=True)
     (project_dir / "sql" / "all_types.sql").write_text(ALL_TYPES)
     (project_dir / "migrations" / "0900_all_types.sql").write_text(ALL_TYPES)
@@ -268,7 +269,7 @@ def test_concurrent_requests_are_group_committed(
     for t in threads:
         t.join()
     assert admin_client.command("SELECT count() FROM events") == 800
-    stats = events_api.app.state.ingest.status()["events"]
+    stats = app_state(events_api.app.state).ingest.status()["events"]
     assert stats["rows"] == 800 and stats["requests"] == 16
     assert stats["inserts"] <= 16
 
@@ -286,13 +287,13 @@ def test_append_token_when_configured(shop: Path, store: Store, settings: Settin
         assert ok.status_code == 202
 
 
-# ---------------------------------------------------------------- issue 13 (ingest side)
+# ---------------------------------------------------------------- hostile input
 
 
 def views_match_recomputation(client: Client, database: str) -> None:
     """Every view equals its recomputation from `events` (`backfill`, writer.py)."""
     live = observed(client, database)
-    for view in VIEWS:
+    for view in VIEWS.names:
         backfill(client, database, view)
     assert observed(client, database) == live
 
@@ -323,7 +324,7 @@ def no_id_rows(k: int, n: int = 50) -> list[dict]:
 def test_failing_requests_store_nothing_and_acked_rows_are_stored_once(
     events_api: TestClient, admin_client: Client, ch_target: Target
 ) -> None:
-    """Issue 13 defect 2 as observed: 72 good requests of 50 events without event_id and
+    """As the probe observed: 72 good requests of 50 events without event_id and
     3 with line_offset=-1000 and a bad line, at once. Was: 4,150 rows stored for 3,600
     acknowledged, the failing requests 500 with 6 of their rows stored."""
     good = [lambda k=k: post(events_api, "events", ndjson(no_id_rows(k))) for k in range(72)]
@@ -442,7 +443,7 @@ def limited_api(shop: Path, store: Store, settings: Settings) -> Iterator[TestCl
 def test_compression_bomb_is_413_with_bounded_memory(
     limited_api: TestClient, admin_client: Client
 ) -> None:
-    """Issue 13 defect 3: 1 MB of gzip inflating to 1 GiB took the server from 744 MB to
+    """1 MB of gzip inflating to 1 GiB took the server from 744 MB to
     2.8 GB and answered 400 after 6 s. Now inflation stops at `max_inflated_bytes`."""
     for encoding in ("gzip", "deflate"):
         body = bomb(64 << 20, encoding)  # 64 MiB of spaces in ~64 KB
@@ -497,7 +498,7 @@ def test_body_over_max_body_bytes_is_413(limited_api: TestClient, admin_client: 
 def test_deeply_nested_json_is_quarantined_or_400(
     events_api: TestClient, admin_client: Client
 ) -> None:
-    """Issue 13 defect 7: was 500 (RecursionError)."""
+    """was 500 (RecursionError)."""
     deep_line = b'{"item_id": "x", "properties": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     body = b'{"event_id": "ok", "item_id": "x", "event_type": "view"}\n' + deep_line + b"\n"
     r = post(events_api, "events", body)
@@ -514,7 +515,7 @@ def test_deeply_nested_json_is_quarantined_or_400(
 
 
 def test_no_silent_coercion_on_ingest(events_api: TestClient, admin_client: Client) -> None:
-    """Issue 13 defect 8: each value either means what its column means or the row is
+    """each value either means what its column means or the row is
     quarantined with the reason. Was: ts -1e12 stored as 1938, user_id {"a":1} stored as
     text, numbers stored as strings, a 1 MB event_id accepted, a BOM line quarantined."""
     base = {"item_id": "x", "event_type": "view"}
@@ -585,7 +586,7 @@ def test_unknown_data_sources_read_the_catalog_once_per_interval(
     admin_client: Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 13 defect 9: every unknown name rescanned system.columns (145 req/s of them
+    """every unknown name rescanned system.columns (145 req/s of them
     raised ingest p50 from 74 to 262 ms). Counted, not timed."""
     reads: list[str] = []
     real = service_module.discover_datasources
@@ -607,7 +608,7 @@ def test_unknown_data_sources_read_the_catalog_once_per_interval(
         (shop / "sql" / "late.sql").write_text("-- declared")
         admin_client.command("CREATE TABLE late (a String) ENGINE = MergeTree ORDER BY a")
         assert api.post("/v0/events?name=late", content=b'{"a":"x"}').status_code == 404
-        api.app.state.ingest.refresh()
+        app_state(api.app.state).ingest.refresh()
         assert api.post("/v0/events?name=late&wait=true", content=b'{"a":"x"}').status_code == 200
         assert len(reads) - at_start <= 2
 

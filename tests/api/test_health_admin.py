@@ -8,18 +8,9 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import ADMIN_TOKEN
+from tests.support.api import ADMIN_TOKEN, assert_error_envelope
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def assert_error_envelope(response, status: int) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "documentation"}
-    assert body["error"] and "Traceback" not in body["error"]
-    assert response.headers["x-request-id"]
-    return body
 
 
 def test_health_and_request_id(api: TestClient) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,27 +15,7 @@ from redpoll.clickhouse.client import Client, Target, connect
 from redpoll.endpoints.lanes import DEADLINE_GRACE_S
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
-from tests.api.conftest import ADMIN_TOKEN
-
-FIXTURE_ENDPOINTS = Path(__file__).resolve().parent.parent / "fixtures" / "project" / "endpoints"
-PRODUCTS_DDL = (
-    "CREATE TABLE products (id UInt64, name String, category String, price Float64, "
-    "created DateTime) ENGINE = MergeTree ORDER BY id"
-)
-PRODUCTS_ROWS = (
-    "INSERT INTO products VALUES (1,'alpha','a',10,'2020-01-01 00:00:00'),"
-    "(2,'beta','b',20,'2021-01-01 00:00:00'),(3,'gamma','a',30,'2022-01-01 00:00:00')"
-)
-
-
-def make_products(client: Client) -> None:
-    client.command(PRODUCTS_DDL)
-    client.command(PRODUCTS_ROWS)
-
-
-def copy_endpoints(project_dir: Path) -> None:
-    dest = project_dir / "endpoints"
-    shutil.copytree(FIXTURE_ENDPOINTS, dest, dirs_exist_ok=True)
+from tests.support.api import ADMIN_TOKEN, assert_error, copy_endpoints, make_products
 
 
 @pytest.fixture
@@ -54,17 +33,6 @@ def pipes_api(
     with TestClient(app=create_app(pipes_settings, store=store)) as client:
         yield client
     store.close_read_pools()
-
-
-def assert_error(response, status: int, *needles: str) -> str:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "documentation"}
-    assert "Traceback" not in body["error"]
-    assert response.headers["x-request-id"]
-    for needle in needles:
-        assert needle in body["error"]
-    return body["error"]
 
 
 def test_json_shape_is_clickhouse_format_json(pipes_api: TestClient) -> None:

@@ -23,7 +23,7 @@ from redpoll.app import create_app
 from redpoll.clickhouse.client import Client, ClientPool, DatabaseError, Target, connect
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
-from tests.api.test_pipes import assert_error, copy_endpoints, make_products
+from tests.support.api import assert_error, copy_endpoints, make_products
 
 BAD_DATE = "SELECT id, toDate({{ String(day, '2020-01-01') }}) AS day FROM products ORDER BY id"
 

@@ -1,4 +1,4 @@
-"""Issue 13 acceptance, bounded: 16 ordinary readers plus 4 abusers sending failing and
+"""Ordinary readers under abuse, bounded: 16 ordinary readers plus 4 abusers sending failing and
 heavy `q=` against a real `redpoll serve` over the bundled sample.
 
 The harness is bench/bench_abuse.py (run it for the full 20 s figures); here the phases
@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

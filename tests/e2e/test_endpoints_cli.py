@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from redpoll.testing import run_cli, run_server
-from tests.api.test_pipes import FIXTURE_ENDPOINTS, PRODUCTS_DDL, PRODUCTS_ROWS
+from tests.support.api import FIXTURE_ENDPOINTS, PRODUCTS_DDL, PRODUCTS_ROWS
 
 MIGRATION = (
     PRODUCTS_DDL.replace("CREATE TABLE products", "CREATE TABLE {{ database }}.products")

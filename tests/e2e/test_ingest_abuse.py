@@ -1,4 +1,4 @@
-"""Issue 13 acceptance (ingest side): a real `redpoll serve`, concurrent ingest with
+"""Hostile ingest, end to end: a real `redpoll serve`, concurrent ingest with
 failing requests mixed in (bad `line_offset`, bad rows, invalid and deeply nested bodies,
 compression bombs, oversized bodies, an events INSERT that fails half-way), kill -9 once
 mid-way, restart, continue; then the rows stored in `events` are exactly the rows
@@ -27,10 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
-from redpoll.ingest.writer import VIEWS
 from redpoll.testing import AdminSQL, RunningServer, run_cli, run_server
-from tests.conftest import REPO_ROOT
-from tests.test_views_exact import observed
+from tests.support.paths import REPO_ROOT
+from tests.support.views import VIEWS, observed
 
 TOKEN = "abuse-test-token"
 MAX_BODY = 256 * 1024
@@ -282,7 +281,7 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
 
         [(database,)] = sql.query("SELECT currentDatabase()").result_rows
         live = observed(sql, database)  # type: ignore[arg-type]
-        for view in VIEWS:
+        for view in VIEWS.names:
             sql.backfill(view)
         assert observed(sql, database) == live  # type: ignore[arg-type]
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from redpoll.testing import AdminSQL, run_cli, run_server
-from tests.conftest import REPO_ROOT
-from tests.test_views_exact import oracle
+from tests.support.paths import REPO_ROOT
+from tests.support.views import oracle
 
 TOKEN = "crash-test-token"
 ENV = {"REDPOLL_ADMIN_TOKEN": TOKEN}
@@ -46,7 +46,7 @@ def make_events(n: int, seed: int) -> list[dict]:
 def test_kill_dash_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     project.mkdir()
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO_ROOT / folder, project / folder)
     assert run_cli(project, "migrate", "up").returncode == 0
 

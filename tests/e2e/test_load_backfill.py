@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from redpoll.testing import run_cli, run_server
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 EVENTS = [
     {
@@ -39,7 +39,7 @@ def sql(project: Path, query: str) -> list[str]:
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "shop"
     root.mkdir()
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO_ROOT / folder, root / folder)
     assert run_cli(root, "migrate", "up").returncode == 0
     return root
@@ -95,3 +95,13 @@ def test_backfill_through_running_server_restores_a_view(project: Path, tmp_path
 
     bad = run_cli(project, "backfill", "nope")
     assert bad.returncode == 2 and "Invalid value" in bad.stderr
+
+
+def test_load_of_a_missing_file_is_one_line_naming_it(project: Path, tmp_path: Path) -> None:
+    for missing in ("/missing.csv", str(tmp_path / "gone" / "events.ndjson.gz")):
+        out = run_cli(project, "load", "events", missing)
+        assert out.returncode == 1
+        assert out.stdout == ""
+        assert out.stderr.splitlines() == [
+            f"error: cannot read {missing}: No such file or directory"
+        ], out.stderr

@@ -4,6 +4,7 @@ holds the embedded store (they go through its admin API) or while another CLI ho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -98,3 +99,14 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "redpoll", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("redpoll, version")
+
+
+def test_a_clickhouse_error_is_one_line_locally_and_through_the_server(project: Path) -> None:
+    """`redpoll sql` with bad SQL: the error classified by clickhouse/errors.py, one line,
+    whether the statement runs in this process or on the server's admin API."""
+    for through_server in (False, True):
+        with run_server(project) if through_server else contextlib.nullcontext():
+            out = run_cli(project, "sql", "SELEC 1")
+            assert out.returncode == 1
+            lines = [line for line in out.stderr.splitlines() if not line.startswith("(through")]
+            assert len(lines) == 1 and lines[0].startswith("error: syntax error at position")

@@ -1,4 +1,4 @@
-"""Issue 13, defects 10 and 11, against a real `redpoll serve` over raw sockets.
+"""Header limits and the second server, against a real `redpoll serve` over raw sockets.
 
 10: request heads are bounded in time (`header_timeout_s`) and size (`max_header_bytes`,
 431) by api/http_protocol.py, without slowing ordinary callers or breaking keep-alive.

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from redpoll.ingest.kafka_bindings import load_bindings
-from redpoll.ingest.kafka_lag import GroupLag
+from redpoll.kafka.bindings import load_bindings
+from redpoll.kafka.lag import GroupLag
 from redpoll.testing import AdminSQL, run_cli, run_server
 from redpoll.testing_kafka import MockKafka
-from tests.kafka.conftest import Stream, make_events, wait_for, write_project
+from tests.support.kafka import Stream, make_events, wait_for, write_project
 
 TOKEN = "kafka-cli-token"
 

@@ -1,4 +1,4 @@
-"""Acceptance of Kafka ingestion (issue 5): a stream with duplicates, id-less and malformed
+"""Acceptance of Kafka ingestion: a stream with duplicates, id-less and malformed
 messages is consumed by real processes that are killed with SIGKILL at random points
 mid-stream and restarted, alternating `redpoll serve` (the in-server consumer) and
 `redpoll ingest kafka`. After the last one caught up, `events` holds exactly the valid
@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 
-from redpoll.ingest.kafka_bindings import load_bindings
-from redpoll.ingest.kafka_lag import GroupLag
+from redpoll.kafka.bindings import load_bindings
+from redpoll.kafka.lag import GroupLag
 from redpoll.testing import AdminSQL, free_port, run_cli, run_server
 from redpoll.testing_kafka import MockKafka
-from tests.conftest import REPO_ROOT
-from tests.kafka.conftest import Stream, properties_toml, wait_for
-from tests.test_views_exact import BASE_MS, observed, oracle
+from tests.support.kafka import Stream, properties_toml, wait_for
+from tests.support.paths import REPO_ROOT
+from tests.support.views import BASE_MS, observed, oracle
 
 TOKEN = "kafka-crash-token"
 #: the consumer processes, in order; each is killed (SIGKILL) mid-stream
@@ -119,7 +119,7 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
     print(f"REDPOLL_TEST_SEED={SEED}")
     rnd = random.Random(SEED)
     project = tmp_path / "shop"
-    for folder in ("sql", "migrations"):
+    for folder in ("sql", "materialized_views", "migrations"):
         shutil.copytree(REPO_ROOT / folder, project / folder)
     (project / "kafka").mkdir()
     binding_text = (REPO_ROOT / "kafka" / "events.toml").read_text()

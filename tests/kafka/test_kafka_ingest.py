@@ -12,13 +12,13 @@ import pytest
 
 from redpoll.clickhouse.client import Client, Target
 from redpoll.errors import ConfigError
-from redpoll.ingest.kafka import KafkaIngestor, dedup_token
-from redpoll.ingest.kafka_bindings import load_bindings
-from redpoll.ingest.kafka_lag import GroupLag, group_lag
 from redpoll.ingest.service import IngestService
+from redpoll.kafka.bindings import load_bindings
+from redpoll.kafka.consumer import KafkaIngestor, dedup_token
+from redpoll.kafka.lag import GroupLag, group_lag
 from redpoll.testing_kafka import MockKafka
-from tests.kafka.conftest import Stream, make_events, wait_for
-from tests.test_views_exact import observed, oracle
+from tests.support.kafka import Stream, make_events, wait_for
+from tests.support.views import observed, oracle
 
 
 def assert_exact(client: Client, target: Target, stream: Stream) -> None:

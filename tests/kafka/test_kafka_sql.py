@@ -8,14 +8,20 @@ from pathlib import Path
 import sqlglot
 
 from redpoll.clickhouse.client import Client, Target
-from redpoll.ingest.kafka_bindings import KafkaBinding
-from redpoll.ingest.kafka_sql import kafka_engine_sql
-from redpoll.ingest.writer import COLUMNS
+from redpoll.kafka.bindings import KafkaBinding
+from redpoll.kafka.sql import kafka_engine_sql
+from redpoll.materialized import table_columns
 from redpoll.migrations.files import MigrationFile, render_statements, template_variables
-from tests.test_views_exact import apply_migrations
+from tests.support.paths import REPO_ROOT
+from tests.support.views import apply_migrations
 
 BINDING = KafkaBinding(datasource="events", topic="events", group="redpoll-events")
-EVENT_COLUMNS = [(name, type_, "") for name, type_, _ in COLUMNS]
+# what a Kafka message fills: the landing table of sql/events.sql, without the writer's batch
+EVENT_COLUMNS = [
+    (name, type_, "")
+    for name, type_ in table_columns(REPO_ROOT / "sql" / "events.sql", "events_landing")
+    if name != "batch"
+]
 VIRTUAL = "_topic String, _partition UInt64, _offset UInt64, _error String, _raw_message String"
 
 

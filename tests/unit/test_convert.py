@@ -1,6 +1,6 @@
 """Every supported column type: what it accepts and what it quarantines (and why).
 
-The rules are issue 13's decisions (docs/ingestion.md): no silent coercion to String,
+The rules are the ones docs/ingestion.md documents: no silent coercion to String,
 length caps on String values, event times within [1970, 2100).
 """
 
@@ -86,7 +86,7 @@ BAD = [
     ("Array(UInt8)", "1,2", "expected an array"),
     ("Array(UInt8)", [1, 300], "out of range for UInt8"),
     ("Map(String, Int32)", [1], "expected an object"),
-    # issue 13: no silent coercion to String
+    # no silent coercion to String
     ("String", 12345, "expected a string, got a number"),
     ("String", 1.5, "expected a string, got a number"),
     ("String", True, "expected a string, got a boolean"),
@@ -97,7 +97,7 @@ BAD = [
     ("Array(String)", ["a", 1], "expected a string"),
     ("FixedString(3)", "abcd", "longer than FixedString(3)"),
     ("FixedString(3)", 123, "expected a string"),
-    # issue 13: event times from 1970-01-01 to before 2100-01-01; no 1938 from -1e12
+    # event times from 1970-01-01 to before 2100-01-01; no 1938 from -1e12
     ("DateTime64(3, 'UTC')", -1e12, "out of range for DateTime64(3, 'UTC')"),
     ("DateTime64(3, 'UTC')", -1, "out of range"),
     ("DateTime64(3, 'UTC')", "1969-12-31T23:59:59.999Z", "out of range"),
@@ -163,7 +163,7 @@ def test_string_caps_count_utf8_bytes(column: str, cap: int) -> None:
     with pytest.raises(ValueError, match=f"{cap + 2} bytes is longer"):
         convert("é" * (cap // 2 + 1))
     with pytest.raises(ValueError, match="longer than"):
-        convert("x" * 1_000_000)  # the 1 MB event_id of issue 13
+        convert("x" * 1_000_000)  # the 1 MB event_id of the hostile-input probe
 
 
 def test_caps_come_from_limits() -> None:

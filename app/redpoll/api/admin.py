@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from redpoll.api.auth import admin_guard
-from redpoll.clickhouse.query import run_admin_sql
+from redpoll.api.state import app_state
 from redpoll.ingest.writer import check_view
 
 __all__ = ("AdminController",)
@@ -41,32 +41,35 @@ class AdminController(Controller):
 
     @get("/migrations", sync_to_thread=True)
     def migrations(self, state: State) -> list[dict[str, Any]]:
-        with state.store.admin_lock:
-            return [s.as_dict() for s in state.store.migrations().status()]
+        store = app_state(state).store
+        with store.admin_lock:
+            return [s.as_dict() for s in store.migrations().status()]
 
     @post("/migrations/up", sync_to_thread=True, status_code=200)
     def migrate_up(self, state: State, data: JSONBody[MigrateUpRequest]) -> dict[str, Any]:
+        wiring = app_state(state)
         log: list[str] = []
-        with state.store.admin_lock:
-            applied = state.store.migrations().up(to=data.to, log=log.append)
+        with wiring.store.admin_lock:
+            applied = wiring.store.migrations().up(to=data.to, log=log.append)
         if applied:  # tables changed: endpoints and data sources see them at once
-            state.endpoints.reload()
-            state.ingest.refresh()
+            wiring.endpoints.reload()
+            wiring.ingest.refresh()
         return {"applied": [s.as_dict() for s in applied], "log": log}
 
     @post("/migrations/unlock", sync_to_thread=True, status_code=200)
     def migrate_unlock(self, state: State) -> dict[str, bool]:
-        with state.store.admin_lock:
-            return {"removed": state.store.migrations().unlock()}
+        store = app_state(state).store
+        with store.admin_lock:
+            return {"removed": store.migrations().unlock()}
 
     @post("/sql", sync_to_thread=True, status_code=200)
     def sql(self, state: State, data: JSONBody[SqlRequest]) -> Response[bytes]:
-        body = run_admin_sql(state.store, data.query, data.format)
+        body = app_state(state).store.sql(data.query, data.format)
         return Response(body, media_type="text/plain; charset=utf-8")
 
     @post("/backfill", sync_to_thread=True, status_code=200)
     def backfill(self, state: State, data: JSONBody[BackfillRequest]) -> dict[str, Any]:
         """Recompute a view's tables from `events` without stopping the server."""
         started = time.perf_counter()
-        state.ingest.rebuild_view(check_view(data.view))
+        app_state(state).ingest.rebuild_view(check_view(data.view))
         return {"view": data.view, "seconds": round(time.perf_counter() - started, 3)}

@@ -15,6 +15,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from redpoll.api.state import app_state
 from redpoll.errors import Unauthorized
 
 __all__ = ("admin_guard", "append_guard", "read_guard", "request_token")
@@ -35,17 +36,18 @@ def _matches(given: str, expected: str) -> bool:
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    if not _matches(request_token(connection), connection.app.state.admin_token):
+    if not _matches(request_token(connection), app_state(connection.app.state).admin_token):
         raise Unauthorized("admin token required (Authorization: Bearer <token>)")
 
 
 def _surface_guard(setting: str) -> Guard:
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        expected = getattr(connection.app.state.settings, setting)
+        wiring = app_state(connection.app.state)
+        expected = getattr(wiring.settings, setting)
         if not expected:
             return
         given = request_token(connection)
-        if not (_matches(given, expected) or _matches(given, connection.app.state.admin_token)):
+        if not (_matches(given, expected) or _matches(given, wiring.admin_token)):
             raise Unauthorized("Invalid token: use Authorization: Bearer <token> or ?token=")
 
     guard.__name__ = f"{setting}_guard"

@@ -5,7 +5,7 @@ accepted; any Content-Type. Answers `{"successful_rows": N, "quarantined_rows": 
 the rows are durable and visible in the views: 200 with `wait=true`, 202 otherwise (ADR
 0008). Extra Tinybird query parameters (`format`, `mode`, `from`, ...) are ignored.
 
-Limits (issue 13; settings in `settings.py`, docs/ingestion.md), each a JSON error:
+Limits (settings in `settings.py`, docs/ingestion.md), each a JSON error:
 - a body larger than `max_body_bytes` as sent: 413. The handler reads the body itself
   (`_read_body`) with the limit of this app's settings: a `request_max_body_size` on the
   decorator would be one value for every app built from this class.
@@ -19,9 +19,11 @@ Decompression and validation run in a worker thread, off the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
@@ -30,13 +32,14 @@ from litestar.datastructures import State
 from litestar.params import FromQuery
 
 from redpoll.api.auth import append_guard
+from redpoll.api.state import app_state
 from redpoll.clickhouse.client import DatabaseError
 from redpoll.errors import ConfigError, ParameterError, PayloadTooLarge, RedpollError
 from redpoll.ingest.service import MAX_FIRST_LINE, IngestResult, IngestService
 
 log = logging.getLogger("redpoll.api.events")
 
-__all__ = ("EventsController", "decode_body", "parse_line_offset")
+__all__ = ("EventsController", "decode_body", "ingest_lifespan", "parse_line_offset")
 
 _INFLATE_STEP = 1 << 20  # output bytes per decompress() call
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -139,26 +142,29 @@ class EventsController(Controller):
         if not name:
             raise ParameterError("missing required parameter 'name' (the data source)")
         first_line = parse_line_offset(line_offset) + 1
-        settings = state.settings
+        wiring = app_state(state)
+        settings = wiring.settings
         raw = await _read_body(request, settings.max_body_bytes)
         encoding = request.headers.get("content-encoding", "")
         result = await anyio.to_thread.run_sync(
-            _ingest, state.ingest, name, raw, encoding, settings.max_inflated_bytes, first_line
+            _ingest, wiring.ingest, name, raw, encoding, settings.max_inflated_bytes, first_line
         )
         status = 200 if wait.lower() in {"true", "1"} else 202
         return Response(result.as_dict(), status_code=status)
 
 
-def start_ingest(app: Litestar) -> None:
-    """Startup hook: the ingestion service on `app.state.ingest`."""
-    store = app.state.store
-    settings = app.state.settings  # this app's limits (a test may share one store)
-    app.state.ingest = IngestService(store.target, settings.project_dir, settings=settings)
-    app.state.ingest.open_writers()
-
-
-def stop_ingest(app: Litestar) -> None:
-    """Shutdown hook: finish queued inserts, then close the committers' clients."""
-    service = getattr(app.state, "ingest", None)
-    if service is not None:
+@contextlib.asynccontextmanager
+async def ingest_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """The ingestion service (after the store): opened with its writers (crash repair
+    first); on shutdown it finishes queued inserts, then closes its clients."""
+    wiring = app_state(app.state)
+    # this app's settings carry its limits (a test may share one store between apps)
+    service = IngestService(
+        wiring.store.target, wiring.settings.project_dir, settings=wiring.settings
+    )
+    try:
+        service.open_writers()
+        wiring.ingest = service
+        yield
+    finally:
         service.close()

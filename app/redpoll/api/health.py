@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from redpoll.api.state import app_state
 from redpoll.errors import RedpollError
 
 __all__ = ("HealthController",)
@@ -23,7 +24,8 @@ class HealthController(Controller):
     @get("/ready", sync_to_thread=True)
     def ready(self, state: State) -> Response[dict[str, Any]]:
         """Readiness: ClickHouse answers and every migration file is applied."""
-        store = state.store
+        wiring = app_state(state)
+        store = wiring.store
         detail: dict[str, Any] = {"clickhouse": "ok" if store.ping() else "unreachable"}
         if detail["clickhouse"] == "ok":
             try:
@@ -32,7 +34,7 @@ class HealthController(Controller):
             except RedpollError as exc:
                 problems = [exc.message]
             detail["migrations"] = {"ok": not problems, "problems": problems}
-        for probe in state.get("readiness_probes", ()):
+        for probe in wiring.readiness_probes:
             detail.update(probe())
         ok = detail["clickhouse"] == "ok" and detail["migrations"]["ok"]
         detail["status"] = "ready" if ok else "not ready"

@@ -1,6 +1,6 @@
 """uvicorn's httptools protocol with a header-read deadline and a header size cap.
 
-uvicorn has neither (issue 13, defect 10): a fresh connection gets no timer at all, the
+uvicorn has neither: a fresh connection gets no timer at all, the
 keep-alive timer is cancelled on the first byte of the next request, and httptools
 buffers headers without bound. So 500 half-sent-header connections stay open forever,
 and 2 MB of headers are parsed. This subclass adds, per connection:

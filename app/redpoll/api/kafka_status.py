@@ -1,8 +1,8 @@
-"""Kafka consumers inside `redpoll serve`: startup/shutdown hooks and their status.
+"""Kafka consumers inside `redpoll serve`: their lifespan and their status.
 
 When `kafka_brokers` is set and the project has `kafka/<datasource>.toml` bindings with
 `engine = "redpoll"` (the default), one consumer per binding starts after the ingestion
-service and inserts through `app.state.ingest`, the same service (and writer) as the
+service and inserts through `AppState.ingest`, the same service (and writer) as the
 HTTP events API. Status: `GET /redpoll/v1/admin/ingest/status` (admin token; used by
 `redpoll ingest status`) and a `kafka` entry in the `/v0/ready` body. Kafka problems do
 not make the server "not ready": it still serves queries and the events API.
@@ -10,44 +10,44 @@ not make the server "not ready": it still serves queries and the events API.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Litestar, get
 from litestar.datastructures import State
 
-from redpoll.api.admin import admin_guard
+from redpoll.api.auth import admin_guard
+from redpoll.api.state import app_state
 
-__all__ = ("KafkaStatusController", "start_kafka", "stop_kafka")
+__all__ = ("KafkaStatusController", "kafka_lifespan")
 
 log = logging.getLogger("redpoll.kafka")
 
 
-def start_kafka(app: Any) -> None:
-    """Startup hook (after `start_ingest`): start the project's Kafka consumers."""
-    from redpoll.ingest.kafka import KafkaIngestors
-    from redpoll.ingest.kafka_bindings import load_bindings
+@contextlib.asynccontextmanager
+async def kafka_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """The project's Kafka consumers (after the ingestion service, which they insert
+    through); on shutdown, before it: flush, commit, leave the group."""
+    from redpoll.kafka.bindings import load_bindings
+    from redpoll.kafka.consumer import KafkaIngestors
 
-    settings = app.state.settings
-    app.state.kafka = None
+    wiring = app_state(app.state)
+    settings = wiring.settings
     bindings = load_bindings(settings.project_dir)
-    if not bindings:
-        return
-    if not settings.kafka_brokers:
+    if bindings and not settings.kafka_brokers:
         log.info("kafka bindings %s ignored: kafka_brokers is not set", sorted(bindings))
+    if not bindings or not settings.kafka_brokers:
+        yield
         return
-    ingestors = KafkaIngestors(app.state.ingest, settings.project_dir, settings.kafka_brokers)
-    app.state.kafka = ingestors.start()
-    probes = list(app.state.get("readiness_probes", ()))
-    probes.append(lambda: {"kafka": ingestors.status()})
-    app.state.readiness_probes = probes
+    ingestors = KafkaIngestors(wiring.ingest, settings.project_dir, settings.kafka_brokers)
+    wiring.kafka = ingestors.start()
+    wiring.readiness_probes.append(lambda: {"kafka": ingestors.status()})
     log.info("kafka consumers started: %s", [i.binding.datasource for i in ingestors.ingestors])
-
-
-def stop_kafka(app: Any) -> None:
-    """Shutdown hook (before `stop_ingest`): flush, commit, leave the group."""
-    ingestors = getattr(app.state, "kafka", None)
-    if ingestors is not None:
+    try:
+        yield
+    finally:
         ingestors.stop()
 
 
@@ -58,9 +58,8 @@ class KafkaStatusController(Controller):
     @get("/status", sync_to_thread=False)
     def status(self, state: State) -> dict[str, Any]:
         """Ingestion status: Kafka consumers and per-data-source insert counters."""
-        ingestors = state.get("kafka")
-        service = state.get("ingest")
+        wiring = app_state(state)
         return {
-            "kafka": ingestors.status() if ingestors is not None else {},
-            "datasources": service.status() if service is not None else {},
+            "kafka": wiring.kafka.status() if wiring.kafka is not None else {},
+            "datasources": wiring.ingest.status(),
         }

@@ -21,7 +21,8 @@ def request_id(scope: Scope) -> str:
     if "request_id" not in state:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"")
         state["request_id"] = incoming.decode("latin-1")[:128] if incoming else uuid.uuid4().hex
-    return state["request_id"]
+    rid: str = state["request_id"]
+    return rid
 
 
 async def add_request_id(message: Message, scope: Scope) -> None:

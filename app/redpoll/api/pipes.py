@@ -7,8 +7,9 @@ deadlines). The lane renders in a worker thread (sqlglot may take a while over a
 and returns ClickHouse's bytes as they are. Errors are raised as `RedpollError` or
 `DatabaseError` and turned into the JSON envelope by the app's handlers (`api/errors.py`).
 
-Also here: `POST /redpoll/v1/admin/reload` (admin token) and `start_endpoints`, the
-startup hook that builds the registry, watches files in dev mode and reloads on SIGHUP.
+Also here: `POST /redpoll/v1/admin/reload` (admin token) and `endpoints_lifespan`, which
+builds the registry, watches files in dev mode and reloads on SIGHUP. The OpenAPI
+document is built in `api/openapi.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,12 +27,14 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from redpoll.api.auth import admin_guard, read_guard
+from redpoll.api.openapi import openapi_document
+from redpoll.api.state import app_state
 from redpoll.endpoints.compiler import RESERVED_PARAMS
 from redpoll.endpoints.executor import FORMATS, prepare
 from redpoll.endpoints.lanes import HEAVY_QUEUE_S, Lane, QueryLanes
 from redpoll.endpoints.loader import catalog_from_client, q_functions_from_client
 from redpoll.endpoints.registry import Registry
-from redpoll.errors import EndpointNotFound, ParameterError, PayloadTooLarge
+from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
 
 if TYPE_CHECKING:
     from redpoll.endpoints.executor import Query
@@ -39,9 +42,7 @@ if TYPE_CHECKING:
 __all__ = (
     "EndpointsAdminController",
     "PipesController",
-    "openapi_document",
-    "start_endpoints",
-    "stop_endpoints",
+    "endpoints_lifespan",
 )
 
 log = logging.getLogger("redpoll.api.pipes")
@@ -50,7 +51,7 @@ MAX_PARAMS_BODY_BYTES = 1024 * 1024
 
 
 def _registry(state: State) -> Registry:
-    return state.endpoints
+    return app_state(state).endpoints
 
 
 def _split_name(pipe: str) -> tuple[str, str]:
@@ -134,14 +135,14 @@ class PipesController(Controller):
         return await self._query(request, pipe)
 
     async def _query(self, request: Request[Any, Any, Any], pipe: str) -> Response[bytes]:
-        state = request.app.state
+        wiring = app_state(request.app.state)
         name, ext = _split_name(pipe)
-        endpoint = _registry(state).snapshot.get(name)
+        endpoint = wiring.endpoints.snapshot.get(name)
         params = await _request_params(request)
         q = params.get("q")
         q_text = str(q[-1] if isinstance(q, list) else q) if q else None
         quote = params.get("output_format_json_quote_64bit_integers", "1")
-        settings = state.settings
+        settings = wiring.settings
         if q_text is not None and len(q_text) > settings.max_q_bytes:  # chars <= bytes
             raise PayloadTooLarge(f"q is longer than {settings.max_q_bytes} bytes")
         template_params = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
@@ -153,7 +154,7 @@ class PipesController(Controller):
                 template_params,
                 fmt=ext,
                 q=q_text,
-                q_functions=state.q_functions,
+                q_functions=wiring.q_functions,
                 max_q_bytes=settings.max_q_bytes,
                 quote_64bit=quote_64bit,
                 default_timeout=settings.query_timeout_s,
@@ -162,7 +163,7 @@ class PipesController(Controller):
             )
 
         timeout = float(endpoint.meta.max_execution_time or settings.query_timeout_s)
-        lanes: QueryLanes = state.query_lanes
+        lanes: QueryLanes = wiring.query_lanes
         body = await lanes.lane(heavy=q_text is not None).run(build, timeout)
         headers = {}
         if endpoint.meta.cache_ttl:
@@ -185,85 +186,12 @@ class EndpointsAdminController(Controller):
         }
 
 
-_OPENAPI_TYPES = {
-    "String": {"type": "string"},
-    "Boolean": {"type": "boolean"},
-    "Float32": {"type": "number", "format": "float"},
-    "Float64": {"type": "number", "format": "double"},
-    "Date": {"type": "string", "format": "date"},
-    "DateTime": {"type": "string", "format": "date-time"},
-    "DateTime64": {"type": "string", "format": "date-time"},
-}
-
-
-def _schema(type_name: str) -> dict[str, Any]:
-    if type_name.startswith("Array("):
-        inner = _schema(type_name[6:-1])
-        return {"type": "array", "items": inner}
-    if "Int" in type_name:
-        return {"type": "integer", "format": type_name.lower()}
-    return dict(_OPENAPI_TYPES.get(type_name, {"type": "string"}))
-
-
-def openapi_document(registry: Registry, server_url: str = "") -> dict[str, Any]:
-    """An OpenAPI 3.0 document for every live endpoint, from its parameters."""
-    paths: dict[str, Any] = {}
-    for ep in registry.snapshot.endpoints.values():
-        parameters = []
-        for p in ep.params:
-            schema = _schema(p.type)
-            target = schema["items"] if schema["type"] == "array" else schema
-            for key, value in (
-                ("default", p.default),
-                ("enum", p.enum),
-                ("minimum", p.min),
-                ("maximum", p.max),
-            ):
-                if value is not None:
-                    (schema if key == "default" else target)[key] = (
-                        list(value) if key == "enum" else value
-                    )
-            param: dict[str, Any] = {
-                "name": p.name,
-                "in": "query",
-                "required": p.required,
-                "schema": schema,
-            }
-            if p.description:
-                param["description"] = p.description
-            if p.example is not None:
-                param["example"] = p.example
-            if schema["type"] == "array":
-                param["style"], param["explode"] = "form", False
-            parameters.append(param)
-        paths[f"/v0/pipes/{ep.name}.json"] = {
-            "get": {
-                "summary": ep.meta.description or ep.name,
-                "operationId": ep.name,
-                "tags": list(ep.meta.tags),
-                "parameters": parameters,
-                "responses": {
-                    "200": {"description": "ClickHouse FORMAT JSON result"},
-                    "400": {"description": "Invalid parameter"},
-                    "404": {"description": "Unknown endpoint"},
-                    "408": {"description": "Query timeout"},
-                },
-            }
-        }
-    doc: dict[str, Any] = {
-        "openapi": "3.0.3",
-        "info": {"title": "Redpoll endpoints", "version": str(registry.snapshot.version)},
-        "paths": paths,
-    }
-    if server_url:
-        doc["servers"] = [{"url": server_url}]
-    return doc
-
-
-def start_endpoints(app: Litestar) -> None:
-    """Startup hook: load `<project>/endpoints`, watch in dev mode, reload on SIGHUP."""
-    settings = app.state.settings
-    store = app.state.store
+@contextlib.asynccontextmanager
+async def endpoints_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Load `<project>/endpoints` and open the query lanes; watch files in dev mode and
+    reload on SIGHUP. Needs the store (app.py's lifespan order)."""
+    wiring = app_state(app.state)
+    settings, store = wiring.settings, wiring.store
 
     def catalog() -> Any:
         with store.admin_lock:
@@ -271,23 +199,25 @@ def start_endpoints(app: Litestar) -> None:
 
     registry = Registry(settings.project_dir / "endpoints", catalog)
     with store.admin_lock:
-        app.state.q_functions = q_functions_from_client(store.admin)
+        wiring.q_functions = q_functions_from_client(store.admin)
+    if store.read_pool is None:
+        raise ConfigError("the store was opened without read clients")
     heavy_pool = store.heavy_pool or store.read_pool
-    app.state.query_lanes = QueryLanes(
+    wiring.query_lanes = QueryLanes(
         Lane("ordinary", store.read_pool, store.kill_query),
         Lane("heavy", heavy_pool, store.kill_query, queue_s=HEAVY_QUEUE_S),
     )
     snap = registry.reload()
     log.info("endpoints: %d loaded, %d with errors", len(snap.endpoints), len(snap.errors))
-    app.state.endpoints = registry
-    if settings.dev:
-        registry.watch()
-    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, registry.reload))
-
-
-def stop_endpoints(app: Litestar) -> None:
-    registry = getattr(app.state, "endpoints", None)
-    if registry is not None:
+    wiring.endpoints = registry
+    try:
+        if settings.dev:
+            registry.watch()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: loop.run_in_executor(None, registry.reload)
+            )
+        yield
+    finally:
         registry.stop()

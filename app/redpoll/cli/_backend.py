@@ -1,44 +1,63 @@
 """Where a CLI command runs its operation: in this process, or through a running server.
 
 chDB lets one process open a data directory (ADR 0006). When `redpoll serve` holds the
-project's embedded store, commands send the operation to its admin API instead; when
+project's embedded store, commands send the operation to its HTTP API instead; when
 another non-server process holds it, `Store.open` fails fast with `StoreBusy`.
+
+Commands see only the `Backend` protocol: `LocalBackend` runs each operation with the
+services the HTTP API uses (`IngestService`, the endpoint registry's loader and
+executor, `Store`), `RemoteBackend` sends it to the server with the configured tokens
+(`admin_token`, `read_token`, `append_token`). A command never asks which one it has.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx
 
-from redpoll.clickhouse.lock import ServerInfo, read_server_info
-from redpoll.clickhouse.query import run_admin_sql
+from redpoll.api.errors import translate_database_error
+from redpoll.endpoints.executor import execute, prepare
+from redpoll.endpoints.loader import catalog_from_client, load_endpoint
+from redpoll.endpoints.model import Catalog, LoadError
 from redpoll.errors import RedpollError
 from redpoll.ingest.service import IngestService
 from redpoll.ingest.writer import check_view
 from redpoll.settings import Settings
-from redpoll.store import Store
+from redpoll.store import DatabaseError, ServerInfo, Store
+from redpoll.store import running_server as _server_info
 
-__all__ = ("Backend", "open_backend")
+__all__ = ("Backend", "LocalBackend", "RemoteBackend", "open_backend", "running_server")
 
 
 class Backend(Protocol):
+    """What commands may ask of the project's store, wherever it runs."""
+
     def migrate_status(self) -> list[dict[str, Any]]: ...
     def migrate_up(self, to: int | None) -> dict[str, Any]: ...
     def migrate_unlock(self) -> bool: ...
     def sql(self, query: str, output: str) -> bytes: ...
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]: ...
     def backfill(self, view: str) -> dict[str, Any]: ...
+    def run_endpoint(self, name: str, params: Mapping[str, Any]) -> tuple[int, Any]:
+        """Call endpoint `name` as `GET /v0/pipes/<name>.json` does: (HTTP status, the
+        JSON `data` on 200, else the error message)."""
+        ...
 
 
 class LocalBackend:
+    """Runs operations in this process on a store it opened."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self._ingest: IngestService | None = None
+        self._reader: Any = None
+        self._catalog: Catalog | None = None
 
     def migrate_status(self) -> list[dict[str, Any]]:
         return [s.as_dict() for s in self.store.migrations().status()]
@@ -51,7 +70,7 @@ class LocalBackend:
         return self.store.migrations().unlock()
 
     def sql(self, query: str, output: str) -> bytes:
-        return run_admin_sql(self.store, query, output)
+        return self.store.sql(query, output)
 
     def _service(self) -> IngestService:
         """The ingestion service (one events writer), opened on first use."""
@@ -70,69 +89,136 @@ class LocalBackend:
         self._service().rebuild_view(view)
         return {"view": view, "seconds": round(time.perf_counter() - started, 3)}
 
+    def run_endpoint(self, name: str, params: Mapping[str, Any]) -> tuple[int, Any]:
+        store = self.store
+        if self._catalog is None:
+            with store.admin_lock:
+                self._catalog = catalog_from_client(store.admin, store.target.database)
+            self._reader = store.new_client(readonly=True)
+        path = store.settings.project_dir / "endpoints" / f"{name}.sql"
+        endpoint = load_endpoint(path, self._catalog)
+        if isinstance(endpoint, LoadError):
+            return 500, str(endpoint)
+        try:
+            query = prepare(endpoint, {k: _text(v) for k, v in params.items()})
+            return 200, json.loads(execute(self._reader, query))["data"]
+        except RedpollError as exc:
+            return exc.status, exc.message
+        except DatabaseError as exc:  # the status and message the API would answer
+            err = translate_database_error(exc)
+            return err.status, err.message
+
     def close(self) -> None:
         if self._ingest is not None:
             self._ingest.close()
+        if self._reader is not None:
+            self._reader.close()
 
 
 class RemoteBackend:
-    """Sends operations to the admin API of the server that holds the store."""
+    """Sends operations to the server that holds the store, with the configured tokens.
 
-    def __init__(self, info: ServerInfo) -> None:
-        self.events = httpx.Client(base_url=info.url, timeout=600)
-        self.client = httpx.Client(
-            base_url=info.url + "/redpoll/v1/admin",
-            timeout=600,
-            headers={"Authorization": f"Bearer {info.admin_token}"},
-        )
+    Each surface gets its own token (`append_token` for /v0/events, `read_token` for
+    /v0/pipes); the server's admin token, accepted everywhere, stands in for an unset
+    one (api/auth.py).
+    """
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    def __init__(self, info: ServerInfo, settings: Settings) -> None:
+        admin = info.admin_token or settings.admin_token
+        self._tokens = {
+            "admin": admin,
+            "read": settings.read_token or admin,
+            "append": settings.append_token or admin,
+        }
+        self.url = info.url
+        self.http = httpx.Client(base_url=info.url, timeout=600)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        role: str = "admin",
+        body: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._tokens[role]}"}
         try:
-            response = self.client.request(method, path, json=body)
+            return self.http.request(method, path, json=body, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise RedpollError(f"the running server did not answer ({exc})") from exc
+
+    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        response = self._call(method, "/redpoll/v1/admin" + path, body=body)
         _raise_for_error(response)
         return response
 
     def migrate_status(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/migrations").json()
+        result: list[dict[str, Any]] = self._admin("GET", "/migrations").json()
+        return result
 
     def migrate_up(self, to: int | None) -> dict[str, Any]:
-        result = self._call("POST", "/migrations/up", {"to": to}).json()
+        result: dict[str, Any] = self._admin("POST", "/migrations/up", {"to": to}).json()
         for line in result.get("log", []):
             _echo(line)
         return result
 
     def migrate_unlock(self) -> bool:
-        return bool(self._call("POST", "/migrations/unlock").json()["removed"])
+        return bool(self._admin("POST", "/migrations/unlock").json()["removed"])
 
     def sql(self, query: str, output: str) -> bytes:
-        return self._call("POST", "/sql", {"query": query, "format": output}).content
+        return self._admin("POST", "/sql", {"query": query, "format": output}).content
 
     def backfill(self, view: str) -> dict[str, Any]:
-        return self._call("POST", "/backfill", {"view": view}).json()
+        result: dict[str, Any] = self._admin("POST", "/backfill", {"view": view}).json()
+        return result
 
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
+        response = self._call(
+            "POST",
+            "/v0/events",
+            "append",
+            params={"name": datasource, "wait": "true", "line_offset": line_offset},
+            content=ndjson,
+        )
+        _raise_for_error(response)
+        result: dict[str, int] = response.json()
+        return result
+
+    def run_endpoint(self, name: str, params: Mapping[str, Any]) -> tuple[int, Any]:
+        response = self._call("GET", f"/v0/pipes/{name}.json", "read", params=dict(params))
         try:
-            response = self.events.post(
-                "/v0/events",
-                params={"name": datasource, "wait": "true", "line_offset": line_offset},
-                content=ndjson,
-            )
-        except httpx.HTTPError as exc:
-            raise RedpollError(f"the running server did not answer ({exc})") from exc
-        return _json_or_error(response)
+            body = response.json()
+        except ValueError:  # not our envelope (a proxy's error page)
+            return response.status_code, response.text
+        return response.status_code, body.get("data") if response.is_success else body.get("error")
+
+    def ingest_status(self) -> dict[str, Any]:
+        """The server's Kafka consumers and per-data-source counters."""
+        result: dict[str, Any] = self._admin("GET", "/ingest/status").json()
+        return result
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def running_server(settings: Settings) -> tuple[ServerInfo, RemoteBackend] | None:
+    """The `redpoll serve` process holding this project's embedded store, if any."""
+    info = _server_info(settings)
+    return None if info is None else (info, RemoteBackend(info, settings))
 
 
 @contextlib.contextmanager
 def open_backend(settings: Settings, role: str) -> Iterator[Backend]:
     """The backend for one command: the running server's if it holds the store."""
-    if settings.is_embedded:
-        info = read_server_info(settings.state_dir)
-        if info is not None:
-            print(f"(through the running server, pid {info.pid}, {info.url})", file=sys.stderr)
-            yield RemoteBackend(info)
-            return
+    server = running_server(settings)
+    if server is not None:
+        info, remote = server
+        print(f"(through the running server, pid {info.pid}, {info.url})", file=sys.stderr)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
     with Store.open(settings, role) as store:
         backend = LocalBackend(store)
         try:
@@ -145,14 +231,18 @@ def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code >= 400:
         try:
             message = response.json()["error"]
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError):
             message = response.text
         raise RedpollError(message, status=response.status_code)
 
 
-def _json_or_error(response: httpx.Response) -> dict[str, int]:
-    _raise_for_error(response)
-    return response.json()
+def _text(value: Any) -> Any:
+    """A fixture's YAML value as the query string would carry it."""
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _echo(message: str) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from redpoll import __version__
-from redpoll.api.errors import translate_database_error
 from redpoll.cli.commands.backfill import backfill
 from redpoll.cli.commands.core import init, serve, sql
 from redpoll.cli.commands.demo import demo
@@ -17,8 +16,9 @@ from redpoll.cli.commands.evaluate import evaluate_command
 from redpoll.cli.commands.ingest import ingest
 from redpoll.cli.commands.load import load_command
 from redpoll.cli.commands.migrate import migrate
-from redpoll.clickhouse.client import DatabaseError
+from redpoll.clickhouse.errors import DbErrorKind, classify, error_code, public_message
 from redpoll.errors import RedpollError
+from redpoll.store import DatabaseError
 
 __all__ = ("cli", "main")
 
@@ -47,11 +47,25 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DatabaseError as exc:
-            click.echo(f"error: {translate_database_error(exc).message}", err=True)
+            click.echo(f"error: {database_message(exc)}", err=True)
             sys.exit(1)
         except RedpollError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(1)
+
+
+def database_message(exc: BaseException) -> str:
+    """One line for a ClickHouse error, classified where the API's mapping classifies it
+    (`clickhouse/errors.py`): the caller's mistakes and limits read as themselves,
+    anything else names its code."""
+    kind = classify(exc)
+    if kind is DbErrorKind.TIMEOUT:
+        return "the query exceeded its time limit"
+    if kind is DbErrorKind.BUSY:
+        return "too many queries at once; retry shortly"
+    if kind in (DbErrorKind.CALLER, DbErrorKind.LIMIT):
+        return public_message(exc)
+    return f"ClickHouse error {error_code(exc)}: {public_message(exc)}"
 
 
 @click.group(cls=_Group, epilog=EXIT_CODES)

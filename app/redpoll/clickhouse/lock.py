@@ -108,7 +108,8 @@ def read_server_info(state_dir: Path) -> ServerInfo | None:
 
 def _parse(text: str) -> dict[str, Any]:
     try:
-        return json.loads(text)
+        data: dict[str, Any] = json.loads(text)
+        return data
     except ValueError:
         return {}
 

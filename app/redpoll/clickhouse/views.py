@@ -17,7 +17,12 @@ from sqlglot import exp
 
 from redpoll.clickhouse.client import Client
 
-__all__ = ("MaterializedView", "materialized_views", "views_not_feeding")
+__all__ = (
+    "MaterializedView",
+    "materialized_views",
+    "view_target_and_reads",
+    "views_not_feeding",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +41,21 @@ def materialized_views(client: Client, database: str) -> list[MaterializedView]:
     ).result_rows
     views = []
     for name, create in rows:
-        statement = sqlglot.parse_one(create, dialect="clickhouse")
-        to_table = statement.find(exp.ToTableProperty)
-        select = statement.expression
-        ctes = {cte.alias_or_name for cte in select.find_all(exp.CTE)}
-        reads = frozenset(
-            t.name for t in select.find_all(exp.Table) if t.name and (t.db or t.name not in ctes)
-        )
-        views.append(MaterializedView(name, to_table.this.name if to_table else None, reads))
+        target, reads = view_target_and_reads(sqlglot.parse_one(create, dialect="clickhouse"))
+        views.append(MaterializedView(name, target, reads))
     return views
+
+
+def view_target_and_reads(statement: exp.Expr) -> tuple[str | None, frozenset[str]]:
+    """A parsed CREATE [MATERIALIZED] VIEW's `TO` table and the tables its SELECT names
+    (CTE names left out); also how materialized_views/*.sql files are read."""
+    to_table = statement.find(exp.ToTableProperty)
+    select = statement.expression
+    ctes = {cte.alias_or_name for cte in select.find_all(exp.CTE)}
+    reads = frozenset(
+        t.name for t in select.find_all(exp.Table) if t.name and (t.db or t.name not in ctes)
+    )
+    return (to_table.this.name if to_table else None), reads
 
 
 def views_not_feeding(

@@ -304,7 +304,7 @@ def _tail_select(root: exp.Expression) -> exp.Expression:
 
 
 def _settings_nodes(root: exp.Expression) -> list[exp.Expression]:
-    out = []
+    out: list[exp.Expression] = []
     for node in root.walk():
         out.extend(node.args.get("settings") or [])
     return out
@@ -430,20 +430,20 @@ def _check_q(root: exp.Expression, functions: FunctionSet) -> None:
         raise QueryError("q: SETTINGS are not allowed")
     if any(True for _ in root.find_all(exp.Placeholder)):
         raise QueryError("q: query parameters are not allowed")
-    for node in root.find_all(exp.Func):
-        fname = _function_name(node)
+    for func in root.find_all(exp.Func):
+        fname = _function_name(func)
         if fname is not None and not functions.allows(fname):
             raise QueryError(f"q: function {fname} is not allowed")
-    for node in root.find_all(exp.In):
-        field = node.args.get("field")
+    for in_node in root.find_all(exp.In):
+        field = in_node.args.get("field")
         if isinstance(field, (exp.Column, exp.Table)) or (
-            len(node.expressions) == 1 and isinstance(node.expressions[0], exp.Column)
+            len(in_node.expressions) == 1 and isinstance(in_node.expressions[0], exp.Column)
         ):
             raise QueryError("q: IN <table> is not allowed; use a list or a subquery on _")
     names = {"_"} | {cte.alias_or_name for cte in root.find_all(exp.CTE)}
-    for node in root.find_all(exp.Table, exp.Subquery):
-        if node.alias:
-            names.add(node.alias)
+    for source in root.find_all(exp.Table, exp.Subquery):
+        if source.alias:
+            names.add(source.alias)
     for column in root.find_all(exp.Column):
         if column.args.get("db") or column.args.get("catalog"):
             raise QueryError(f"q: {column.sql(dialect='clickhouse')} names another table")

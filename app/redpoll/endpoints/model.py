@@ -1,4 +1,4 @@
-"""Plain data for endpoints: what a loaded `endpoints/<name>.sql` file is (issue 3).
+"""Plain data for endpoints: what a loaded `endpoints/<name>.sql` file is.
 
 Nothing here does I/O. `loader.py` builds these objects, `compiler.py` renders them,
 `registry.py` keeps an immutable snapshot of them and `api/pipes.py` serves them.

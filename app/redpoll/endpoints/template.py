@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -94,7 +94,7 @@ class Arg(str):
         return obj
 
 
-class ArgList(list):
+class ArgList(list):  # type: ignore[type-arg]
     """A parameter given several times (`?x=1&x=2`): a list of `Arg` with one name."""
 
     def __init__(self, values: Iterable[Any], name: str) -> None:
@@ -120,7 +120,7 @@ class _Float(float, _Sql):
     pass
 
 
-class _List(list, _Sql):
+class _List(list, _Sql):  # type: ignore[type-arg]
     pass
 
 
@@ -212,10 +212,10 @@ def convert_value(type_name: str, raw: Any, name: str) -> tuple[Any, str]:
             isinstance(raw, (int, float)) or _FLOAT_RE.match(str(raw))
         ):
             raise bad()
-        value = float(raw)
-        if not math.isfinite(value):
+        number = float(raw)
+        if not math.isfinite(number):
             raise bad("not finite")
-        return value, type_name
+        return number, type_name
     if type_name == "Boolean":
         text = str(raw).strip().lower()
         if text in ("1", "true"):
@@ -494,7 +494,7 @@ def error(message: str, code: int = 400) -> str:
     state = _state()
     if state.check:
         state.errors.append(str(message))
-        return _typed(_Str, "", "")
+        return cast(str, _typed(_Str, "", ""))
     status = int(code) if 400 <= int(code) < 500 else 400
     raise RedpollError(str(message), status=status)
 
@@ -561,7 +561,7 @@ def render_template(template: Any, args: Mapping[str, Any], state: RenderState) 
     """Render with `state` active; request args must already be `Arg`/`ArgList`."""
     token = _STATE.set(state)
     try:
-        return template.render(**args)
+        return str(template.render(**args))
     finally:
         _STATE.reset(token)
 

@@ -12,7 +12,7 @@ TITLES = {
     "for_user_all": "for_user: all basket items",
     "also_bought": "also_bought: rest of the basket",
 }
-STYLES = {
+STYLES: dict[str, dict[str, Any]] = {
     "endpoint": {"color": "#c0392b", "linewidth": 2.4, "marker": "o"},
     "popularity_all": {"color": "#7f8c8d", "linestyle": "--", "marker": "."},
     "popularity_30d": {"color": "#2980b9", "linestyle": "--", "marker": "."},

@@ -12,6 +12,7 @@ in the store when it is predicted.
 Endpoints are called in-process through the code the HTTP layer runs
 (`redpoll.endpoints.registry.Registry` + `executor.prepare`/`execute`) on readonly
 clients, one per worker thread; only the HTTP framing is skipped.
+Every client comes from the `Store` (`Store.open_scratch`): this module opens none itself.
 
 The store is a throwaway embedded chDB directory (never the project's own store) with
 the project's migrations applied. `trending` has a 90-day TTL relative to the wall
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from redpoll.clickhouse.client import Client, connect, parse_url
+from redpoll.clickhouse.client import Client
 from redpoll.clickhouse.views import materialized_views, views_not_feeding
 from redpoll.endpoints.compiler import render, validate_select
 from redpoll.endpoints.executor import execute, prepare
@@ -45,6 +46,7 @@ from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.baselines import Baselines
 from redpoll.evaluation.metrics import Accumulator, score_list
 from redpoll.ingest.writer import EventWriter
+from redpoll.store import Store
 
 __all__ = ("EvalConfig", "EvalResult", "evaluate")
 
@@ -164,8 +166,8 @@ def _invoices(window: list[dict[str, Any]]) -> list[_Invoice]:
 class _EndpointCaller:
     """Runs endpoints in-process exactly as `GET /v0/pipes/<name>.json` does."""
 
-    def __init__(self, target: Any, registry: Registry, workers: int) -> None:
-        self.target = target
+    def __init__(self, new_client: Callable[[], Client], registry: Registry, workers: int) -> None:
+        self.new_client = new_client
         self.registry = registry
         self._local = threading.local()
         self._clients: list[Client] = []
@@ -175,7 +177,7 @@ class _EndpointCaller:
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = connect(self.target, readonly=True)
+            client = self.new_client()
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
@@ -212,12 +214,12 @@ def evaluate(config: EvalConfig) -> EvalResult:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> tuple[Any, Client]:
-    from redpoll.migrations.runner import MigrationRunner
-
-    target = parse_url(f"chdb://{work / 'data'}", "redpoll_eval")
-    admin = connect(target, create_database=True)
-    MigrationRunner(admin, config.project_dir / "migrations", target.database, "").up()
+def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> Store:
+    store = Store.open_scratch(
+        config.project_dir, work / "data", "redpoll_eval", "redpoll evaluate"
+    )
+    store.migrations().up()
+    admin, target = store.admin, store.target
     # the data set is years old: keep its history (see the module docstring)
     admin.command(f"ALTER TABLE {target.database}.trending REMOVE TTL")
     columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
@@ -234,7 +236,7 @@ def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) ->
         for i in items
     ]
     admin.insert(f"{target.database}.items", rows, column_names=columns)
-    return target, admin
+    return store
 
 
 def _run(
@@ -246,7 +248,8 @@ def _run(
     started: float,
 ) -> EvalResult:
     k = config.k
-    target, admin = _setup_store(config, work, items)
+    store = _setup_store(config, work, items)
+    target, admin = store.target, store.admin
     registry = Registry(
         config.project_dir / "endpoints", lambda: catalog_from_client(admin, target.database)
     )
@@ -262,12 +265,12 @@ def _run(
             admin, target.database, registry, config
         )
         say(f"views no evaluated query reads, left out: {', '.join(views_left_out) or 'none'}")
-    writer = EventWriter(admin, target.database)
-    caller = _EndpointCaller(target, registry, config.workers)
+    writer = EventWriter(admin, target.database, views=config.project_dir)
+    caller = _EndpointCaller(lambda: store.new_client(readonly=True), registry, config.workers)
     all_ids = [i["item_id"] for i in items] + [e["item_id"] for e in events]
     base = Baselines(dict.fromkeys(all_ids))
     acc = Accumulator()
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     t_query = t_ingest = t_base = 0.0
     width_ms = int(config.window_hours * 3_600_000)
     fu_params = dict(config.for_user_params)
@@ -362,7 +365,7 @@ def _run(
                 f"{counts['events']} events, query {t_query:.0f} s, ingest {t_ingest:.0f} s"
             )
     caller.close()
-    admin.close()
+    store.close()
     timings = {
         "total_s": round(time.perf_counter() - started, 1),
         "query_s": round(t_query, 1),

@@ -6,7 +6,7 @@ ClickHouse's own type names (as `system.columns` reports them), wrappers first:
 `Nullable(X)`, `LowCardinality(X)`, then `Array(X)`, `Map(K, V)`, numbers, strings,
 dates, UUID, Enum.
 
-Choices (issue 13, documented in docs/ingestion.md). Nothing is coerced silently: a value
+Choices (documented in docs/ingestion.md). Nothing is coerced silently: a value
 is either what the column means or the row is quarantined with the reason.
 - String columns accept JSON strings only: a number or boolean would be stored as a text
   the client never sent (`1.0` -> "1.0", ids that lose leading zeros), an object as JSON

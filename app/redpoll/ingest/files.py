@@ -18,7 +18,7 @@ import gzip
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import msgspec
 
@@ -58,7 +58,9 @@ def read_chunks(
         yield from _parquet_chunks(path, rows_per_chunk, max_chunk_bytes)
         return
     with open(path, "rb") as raw:
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
+        stream: IO[bytes] = (
+            cast("IO[bytes]", gzip.GzipFile(fileobj=raw)) if path.suffix == ".gz" else raw
+        )
         if fmt == "ndjson":
             lines = (line.rstrip(b"\r\n") for line in stream if line.strip())
         elif fmt == "csv":

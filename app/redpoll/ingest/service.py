@@ -9,7 +9,7 @@ takes everything queued while the previous INSERT ran and sends it as one INSERT
 (group commit). If a grouped INSERT fails, each request is retried alone, so one bad
 request cannot fail its neighbours.
 
-Exactly once under failures (issue 13): every acknowledged row is stored once, and a
+Exactly once under failures: every acknowledged row is stored once, and a
 request that fails leaves no row in its data source.
 - Generated event ids (and the receive time of a missing `ts`) are assigned once, when
   the batch is validated (`validate.py`), so the retry of a row carries the id of its
@@ -27,7 +27,7 @@ stores nothing there, and a partly applied one is re-inserted by the retry.
 The `events` data source goes through `EventWriter` (the exact real-time protocol);
 other data sources are plain column-oriented inserts.
 
-Data source lookups are cached (issue 13): the catalog (`system.columns`) is read once,
+Data source lookups are cached: the catalog (`system.columns`) is read once,
 and an unknown name re-reads it at most once per `datasource_refresh_s`, so a flood of
 unknown names costs one read per interval. `refresh()` re-reads it at once (after
 migrations).
@@ -91,7 +91,12 @@ class _Committer:
     """One thread and one client per data source; groups queued batches into one INSERT."""
 
     def __init__(
-        self, target: Target, datasource: DataSource, max_rows: int, state_dir: Path
+        self,
+        target: Target,
+        datasource: DataSource,
+        max_rows: int,
+        state_dir: Path,
+        project_dir: Path | None = None,
     ) -> None:
         self.datasource = datasource
         self.max_rows = max_rows
@@ -100,7 +105,9 @@ class _Committer:
         self.writer = None
         if datasource.uses_landing:
             journal = state_dir / f"{target.database}.{datasource.name}.inflight"
-            self.writer = EventWriter(self.client, self.database, journal=journal)
+            self.writer = EventWriter(
+                self.client, self.database, journal=journal, views=project_dir
+            )
         self.stats = _Stats()
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._quarantine_ready = False
@@ -308,7 +315,11 @@ class IngestService:
                 if committer is not None:  # schema changed: one writer per table at a time
                     committer.close()
                 committer = _Committer(
-                    self.target, datasource, self.max_group_rows, self.project_dir / ".redpoll"
+                    self.target,
+                    datasource,
+                    self.max_group_rows,
+                    self.project_dir / ".redpoll",
+                    self.project_dir,  # its materialized_views/: what repair and backfill rebuild
                 )
                 self._committers[datasource.name] = committer
             return committer

@@ -12,7 +12,7 @@ expression (evaluated by ClickHouse per row), else the type's zero value.
 On the landing path (`events`) a missing or empty `event_id` is generated here, once per
 validated batch, and a missing `ts` is the batch's receive time: the rows then keep the
 same ids through every retry of their INSERT (`service.py`), so a retry can only
-deduplicate, never store a row twice (issue 13).
+deduplicate, never store a row twice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -114,7 +115,7 @@ def validate_rows(datasource: DataSource, parsed: list[tuple[int, bytes, Any]]) 
     columns: dict[str, list[Any]] = {c.name: [] for c in datasource.columns}
     needs_default: dict[str, list[int]] = {}
     quarantined: list[QuarantineRow] = []
-    generated = (
+    generated: dict[str, Callable[[], Any]] = (
         {"event_id": lambda: uuid.uuid4().hex, "ts": lambda: received_at}
         if datasource.uses_landing
         else {}

@@ -32,12 +32,13 @@ come from this object), and inserts go through this class (or follow the protoco
 `insert_deduplication_token` is passed through for MergeTree-level block dedup of
 identical retries; exactness does not depend on it.
 
-A failed or cut-short INSERT is rolled back (issue 13): ClickHouse does not write the
+A failed or cut-short INSERT is rolled back: ClickHouse does not write the
 views of one INSERT atomically, so an INSERT that fails half-way (a view's error, out of
 memory) or is cut short (`kill -9`) may have stored part of its batch in `events` and in
 some views. The writer then deletes that batch's rows from `events` (`DELETE ... WHERE
 batch = N`, synchronous: the batch number is the writer's own, so it names exactly the
-rows of that INSERT) and rebuilds every derived table from `events` (`repair`). The
+rows of that INSERT) and rebuilds every derived table from `events` (`repair`: the
+views of materialized_views/ fed by `events`, each from its file's recompute block). The
 batch was not acknowledged, so it leaves nothing behind and a retry of the same rows is
 stored exactly once. A cut-short INSERT is found through the journal file at the next
 start; a failed one is rolled back at once (or, if that fails too, before the next
@@ -58,6 +59,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -66,29 +68,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.errors import ConfigError
+from redpoll.materialized import VIEWS_DIR, ViewSet, load_views
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ("COLUMNS", "VIEWS", "EventWriter", "InsertResult", "backfill", "backfill_queries")
-
-#: Landing-table columns (without `batch`), their ClickHouse types and defaults.
-COLUMNS: tuple[tuple[str, str, Any], ...] = (
-    ("event_id", "String", ""),
-    ("ts", "DateTime64(3, 'UTC')", None),
-    ("user_id", "String", ""),
-    ("session_id", "String", ""),
-    ("item_id", "String", ""),
-    ("event_type", "LowCardinality(String)", ""),
-    ("order_id", "String", ""),
-    ("quantity", "Int32", 0),
-    ("price", "Float64", 0.0),
-    ("rec_id", "String", ""),
-    ("source", "String", ""),
-    ("properties", "String", ""),
+__all__ = (
+    "EventWriter",
+    "InsertResult",
+    "backfill",
+    "backfill_queries",
+    "check_view",
+    "default_views",
 )
-_NAMES = (*(name for name, _, _ in COLUMNS), "batch")
-_TYPES = (*(type_ for _, type_, _ in COLUMNS), "UInt64")
+
+#: Tables of the events data source (sql/events.sql) whose derived views `repair` rebuilds.
+_EVENT_TABLES = frozenset({"events_landing", "events", "event_ids"})
+_VIEW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 log = logging.getLogger("redpoll.ingest.writer")
 # Far above any batch: the insert squashing then emits the whole INSERT as one block.
@@ -110,7 +106,7 @@ def _ts_ms(value: Any) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return (value - _EPOCH) // dt.timedelta(milliseconds=1)
+        return int((value - _EPOCH) // dt.timedelta(milliseconds=1))
     if isinstance(value, int | float):
         return round(value * 1000)
     if isinstance(value, str):
@@ -130,6 +126,7 @@ class EventWriter:
         database: str,
         settings: Mapping[str, Any] | None = None,
         journal: Path | None = None,
+        views: ViewSet | Path | None = None,
     ) -> None:
         """Args:
         settings: extra ClickHouse settings for every INSERT (block-size settings are
@@ -137,11 +134,19 @@ class EventWriter:
         journal: a file naming the batch of the INSERT in flight (`{"batch": N}`),
             written (fsync) before each INSERT and removed after it returned. If it is
             found at start, that batch is rolled back (`rollback`) before any new batch.
+        views: the views `repair` and `rebuild_view` recompute: a loaded set, or a
+            project folder whose materialized_views/ is re-read when a file changes (a
+            view added to a running server is backfillable at once); default:
+            `default_views()`.
         """
         self.client = client
         self.database = database
         self.settings = dict(settings or {})
         self.journal = journal
+        self._views = views
+        #: the landing table's columns as created (sql/events.sql is their one definition)
+        self.columns = _landing_columns(client, database)
+        self._names = [name for name, _, _ in self.columns]
         self._lock = threading.Lock()
         #: a failed batch whose rollback failed too: rolled back before the next INSERT
         self._unrolled: int | None = None
@@ -150,6 +155,12 @@ class EventWriter:
             log.warning("an INSERT (batch %s) was cut short: rolling it back", cut)
             self.rollback(cut)
         self._batch = self._recover_batch()
+
+    @property
+    def views(self) -> ViewSet:
+        if isinstance(self._views, ViewSet):
+            return self._views
+        return default_views() if self._views is None else load_views(self._views)
 
     def rollback(self, batch: int | None) -> None:
         """Remove `batch` (an INSERT that did not return) from `events`, then rebuild
@@ -167,8 +178,22 @@ class EventWriter:
         db = self.database
         self.client.command(f"TRUNCATE TABLE IF EXISTS {db}.event_ids")
         self.client.command(f"INSERT INTO {db}.event_ids SELECT event_id, batch FROM {db}.events")
-        for view in VIEWS:
-            backfill(self.client, db, view)
+        catalog = self.client.query(
+            "SELECT name, engine FROM system.tables WHERE database = {db:String}",
+            parameters={"db": db},
+        ).result_rows
+        existing = {name for name, _ in catalog}
+        known = {o.name for view in self.views.views for o in view.objects}
+        unknown = sorted(n for n, e in catalog if e == "MaterializedView" and n not in known)
+        if unknown:  # their targets keep whatever the cut-short INSERT left: not exact
+            log.error(
+                "materialized views without a file in materialized_views/ cannot be rebuilt: "
+                "%s (add their files, then `redpoll backfill`)",
+                ", ".join(unknown),
+            )
+        for view in self.views.fed_by(_EVENT_TABLES):
+            if set(view.tables) <= existing:  # a file added but not migrated yet: skip
+                backfill(self.client, db, view.name, self.views)
         if self.journal is not None:
             self.journal.unlink(missing_ok=True)
         log.warning("views rebuilt from events in %.1f s", time.perf_counter() - started)
@@ -176,8 +201,16 @@ class EventWriter:
     def rebuild_view(self, view: str) -> None:
         """`backfill` one view while holding this writer's lock, so no batch is inserted
         meanwhile (a concurrent insert could otherwise be counted twice or missed)."""
+        self.rebuild_views([view])
+
+    def rebuild_views(self, views: Sequence[str]) -> list[str]:
+        """`backfill` several views in rebuild order (a view after those it reads), under
+        the lock; returns the names in the order they were rebuilt."""
+        ordered = self.views.ordered(views)
         with self._lock:
-            backfill(self.client, self.database, view)
+            for view in ordered:
+                backfill(self.client, self.database, view.name, self.views)
+        return [view.name for view in ordered]
 
     def _mark_in_flight(self, batch: int) -> None:
         if self.journal is None:
@@ -189,7 +222,8 @@ class EventWriter:
             os.fsync(handle.fileno())
 
     def _recover_batch(self) -> int:
-        return int(self.client.command(f"SELECT max(batch) FROM {self.database}.events") or 0)
+        found = self.client.command(f"SELECT max(batch) FROM {self.database}.events")
+        return int(str(found or 0))
 
     @property
     def last_batch(self) -> int:
@@ -205,7 +239,7 @@ class EventWriter:
 
         Args:
             rows: a columnar dict `{column: values}` (missing columns get defaults) or a
-                sequence of tuples in `COLUMNS` order (trailing columns may be omitted).
+                sequence of tuples in `columns` order (trailing columns may be omitted).
                 `ts` values: `datetime` (naive = UTC), epoch seconds or ISO strings;
                 absent means now. Empty/absent `event_id`s are generated here, so a
                 caller that may retry must assign them itself (`validate.py` does).
@@ -240,8 +274,8 @@ class EventWriter:
                 settings["insert_deduplication_token"] = insert_deduplication_token
             context = self.client.create_insert_context(
                 f"{self.database}.events_landing",
-                column_names=list(_NAMES),
-                column_type_names=list(_TYPES),
+                column_names=[*self._names, "batch"],
+                column_type_names=[*(type_ for _, type_, _ in self.columns), "UInt64"],
                 column_oriented=True,
                 settings=settings,
             )
@@ -266,22 +300,23 @@ class EventWriter:
                 self.journal.unlink(missing_ok=True)
         return InsertResult(batch, received, sent, time.perf_counter() - started)
 
-    @staticmethod
-    def _columns(rows: Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]]) -> list[list[Any]]:
+    def _columns(
+        self, rows: Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]]
+    ) -> list[list[Any]]:
         if isinstance(rows, Mapping):
-            unknown = set(rows) - set(_NAMES[:-1])
+            unknown = set(rows) - set(self._names)
             if unknown:
                 raise ValueError(f"unknown event columns: {sorted(unknown)}")
             n = len(next(iter(rows.values()))) if rows else 0
-            raw = [rows.get(name) for name, _, _ in COLUMNS]
+            raw = [rows.get(name) for name in self._names]
         else:
             n = len(rows)
-            width = len(COLUMNS)
+            width = len(self.columns)
             if any(len(row) > width for row in rows):
                 raise ValueError(f"an event row has more than {width} values")
             raw = [[row[i] if i < len(row) else None for row in rows] for i in range(width)]
         out: list[list[Any]] = []
-        for (name, _, default), values in zip(COLUMNS, raw, strict=True):
+        for (name, _, default), values in zip(self.columns, raw, strict=True):
             if values is None:
                 values = [None] * n
             elif len(values) != n:
@@ -299,6 +334,37 @@ class EventWriter:
         return out
 
 
+def _landing_columns(client: Client, database: str) -> list[tuple[str, str, Any]]:
+    """(name, type, default) of `events_landing` without `batch`, read from the store.
+
+    The default of a missing value: "now" (None) for `ts`, else the zero of its type.
+    """
+    rows = client.query(
+        "SELECT name, type FROM system.columns WHERE database = {db:String}"
+        " AND table = 'events_landing' AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')"
+        " ORDER BY position",
+        parameters={"db": database},
+    ).result_rows
+    if not rows:
+        raise ConfigError(f"{database}.events_landing does not exist: run the migrations")
+    return [(name, type_, _zero(name, type_)) for name, type_ in rows if name != "batch"]
+
+
+def _zero(name: str, type_: str) -> Any:
+    if name == "ts":
+        return None
+    base = type_.removeprefix("LowCardinality(").removesuffix(")")
+    if base in {"String", "UUID"} or base.startswith("FixedString"):
+        return ""
+    if base.startswith(("Int", "UInt")):
+        return 0
+    if base.startswith(("Float", "Decimal")):
+        return 0.0
+    if base == "Bool":
+        return False
+    return None
+
+
 def _journal_batch(journal: Path) -> int | None:
     """The batch number a journal names; None if the file is unreadable (then the
     rollback only rebuilds the derived tables)."""
@@ -310,7 +376,7 @@ def _journal_batch(journal: Path) -> int | None:
 
 def _drop_duplicate_ids(columns: list[list[Any]]) -> list[list[Any]]:
     ids = columns[0]
-    first = {}
+    first: dict[Any, int] = {}
     for i, event_id in enumerate(ids):
         first.setdefault(event_id, i)
     if len(first) == len(ids):
@@ -319,109 +385,34 @@ def _drop_duplicate_ids(columns: list[list[Any]]) -> list[list[Any]]:
     return [[col[i] for i in keep] for col in columns]
 
 
-#: basket_pairs counts orders of at most this many distinct items (materialized_views/
-#: basket_pairs.sql, `max_basket_items`).
-MAX_BASKET_ITEMS = 50
-
-_CO_PURCHASE_KEY = "if(user_id != '', concat('u:', user_id), concat('o:', order_id))"
-
-#: Per view: the tables it owns (truncated first) and the INSERT ... SELECT that
-#: recomputes them from `events` (must match materialized_views/*.sql).
-VIEWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "co_purchase": (
-        ("co_purchase_history", "co_purchase"),
-        (
-            f"""INSERT INTO {{db}}.co_purchase_history (pair_key, ts_ms, item_id, batch)
-            SELECT {_CO_PURCHASE_KEY}, toUnixTimestamp64Milli(ts), item_id, batch
-            FROM {{db}}.events
-            WHERE event_type = 'purchase' AND (user_id != '' OR order_id != '')""",
-            """INSERT INTO {db}.co_purchase (item_id, other_item_id, pairs)
-            SELECT a.item_id, b.item_id, count()
-            FROM {db}.co_purchase_history AS a
-            INNER JOIN {db}.co_purchase_history AS b ON a.pair_key = b.pair_key
-            WHERE a.item_id != b.item_id AND abs(a.ts_ms - b.ts_ms) <= 2592000000
-            GROUP BY a.item_id, b.item_id""",
-        ),
-    ),
-    "trending": (
-        ("trending",),
-        (
-            """INSERT INTO {db}.trending (hour, item_id, event_type, events)
-            SELECT toStartOfHour(ts) AS hour, item_id, event_type, count()
-            FROM {db}.events
-            WHERE ts >= now() - INTERVAL 90 DAY
-            GROUP BY hour, item_id, event_type""",
-        ),
-    ),
-    "basket_pairs": (
-        ("basket_items", "basket_pairs"),
-        (
-            """INSERT INTO {db}.basket_items (order_id, item_id, batch)
-            SELECT order_id, item_id, batch
-            FROM {db}.events WHERE event_type = 'purchase' AND order_id != ''""",
-            f"""INSERT INTO {{db}}.basket_pairs (item_id, other_item_id, orders)
-            WITH lines AS (
-                SELECT DISTINCT order_id, item_id FROM {{db}}.basket_items
-                WHERE order_id IN (SELECT order_id FROM {{db}}.basket_items GROUP BY order_id
-                                   HAVING uniqExact(item_id) <= {MAX_BASKET_ITEMS}))
-            SELECT a.item_id, b.item_id, count()
-            FROM lines AS a INNER JOIN lines AS b ON a.order_id = b.order_id
-            WHERE a.item_id != b.item_id
-            GROUP BY a.item_id, b.item_id""",
-            """INSERT INTO {db}.basket_pairs (item_id, other_item_id, orders)
-            SELECT '', item_id, uniqExact(order_id) FROM {db}.basket_items GROUP BY item_id""",
-        ),
-    ),
-    "trending_daily": (
-        ("trending_daily",),
-        (
-            """INSERT INTO {db}.trending_daily (day, item_id, event_type, events)
-            SELECT toDate(ts) AS day, item_id, event_type, count()
-            FROM {db}.events GROUP BY day, item_id, event_type""",
-        ),
-    ),
-    "user_history": (
-        ("user_history", "user_item_stats"),
-        (
-            """INSERT INTO {db}.user_history
-                (user_id, ts, event_type, item_id, session_id, order_id,
-                 quantity, price, rec_id, source, event_id)
-            SELECT user_id, ts, event_type, item_id, session_id, order_id,
-                   quantity, price, rec_id, source, event_id
-            FROM {db}.events
-            WHERE user_id != ''""",
-            """INSERT INTO {db}.user_item_stats
-                (user_id, item_id, event_type, events, quantity, first_ts, last_ts)
-            SELECT user_id, item_id, event_type, count(), sum(toInt64(quantity)),
-                   min(ts), max(ts)
-            FROM {db}.events
-            WHERE user_id != ''
-            GROUP BY user_id, item_id, event_type""",
-        ),
-    ),
-}
+def default_views() -> ViewSet:
+    """The views of the project named by REDPOLL_PROJECT_DIR, else the current directory
+    (what the CLI uses when no --project is given)."""
+    return load_views(Path(os.environ.get("REDPOLL_PROJECT_DIR") or "."))
 
 
-def check_view(view: str) -> str:
-    """`view` if it is a view `backfill` knows, else a ConfigError listing them."""
-    if view not in VIEWS:
-        raise ConfigError(f"unknown view {view!r}; known: {', '.join(sorted(VIEWS))}")
+def check_view(view: str, views: ViewSet | None = None) -> str:
+    """`view` if `views` has a file `materialized_views/<view>.sql`, else a ConfigError
+    listing them. Without `views` only the name's form is checked: the writer checks it
+    against its own project's files when it rebuilds."""
+    if views is not None:
+        return views.get(view).name
+    if not _VIEW_NAME.fullmatch(view):
+        raise ConfigError(f"invalid view name {view!r}: a file name of {VIEWS_DIR}/ without .sql")
     return view
 
 
-def backfill_queries(database: str, view: str) -> list[str]:
-    """The statements `backfill` runs for `view` (TRUNCATEs, then INSERT ... SELECTs)."""
-    tables, inserts = VIEWS[check_view(view)]
-    statements = [f"TRUNCATE TABLE IF EXISTS {database}.{table}" for table in tables]
-    statements += [query.format(db=database) for query in inserts]
-    return statements
+def backfill_queries(database: str, view: str, views: ViewSet | None = None) -> list[str]:
+    """The statements `backfill` runs for `view`: TRUNCATE its tables, then the recompute
+    block of its file (materialized_views/<view>.sql)."""
+    return (views or default_views()).get(view).backfill_statements(database)
 
 
-def backfill(client: Client, database: str, view: str) -> None:
-    """Recompute `view`'s target tables from `events` (no double counting).
+def backfill(client: Client, database: str, view: str, views: ViewSet | None = None) -> None:
+    """Recompute `view`'s target tables from their source (no double counting).
 
     Truncates the targets, then inserts the batch recomputation. Run it while no
     ingestion is in progress: events inserted meanwhile could be counted twice or missed.
     """
-    for statement in backfill_queries(database, view):
+    for statement in backfill_queries(database, view, views):
         client.command(statement)

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
+from sqlglot import TokenType
 from sqlglot.dialects.clickhouse import ClickHouse
 from sqlglot.errors import TokenError
-from sqlglot.tokens import TokenType
 
 from redpoll.errors import MigrationError
 

@@ -13,8 +13,8 @@ import click
 
 from redpoll.cli._backend import open_backend
 from redpoll.cli._context import load, project_option
-from redpoll.clickhouse.query import OUTPUT_FORMATS
 from redpoll.errors import ConfigError
+from redpoll.store import SQL_OUTPUTS
 
 if TYPE_CHECKING:
     from redpoll.settings import Settings
@@ -64,9 +64,8 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
     )
     # Open the store (and take the embedded data-dir lock) before uvicorn starts: a busy
     # store raises StoreBusy here, which cli/main.py prints as one line; raised inside
-    # the app's startup hook it would be a lifespan traceback and uvicorn's exit 3.
+    # the app's lifespan it would be a traceback and uvicorn's exit 3.
     store = Store.open(settings, "redpoll serve", read_clients=settings.read_pool_size)
-    app = None
     try:
         app = create_app(settings, store=store, owns_store=True)
         config = uvicorn.Config(
@@ -96,14 +95,14 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
         if not server.started:
             sys.exit(1)
     finally:
-        # The app closes the store on a clean shutdown (and sets it to None); this covers
-        # a startup that failed before or inside the lifespan.
-        if app is None or getattr(app.state, "store", store) is not None:
-            store.close()
+        # The app's lifespan closes the store on a clean shutdown (uvicorn may re-raise
+        # SIGTERM right after it, so it must not wait for this line); this covers a
+        # startup that failed before or inside the lifespan. A second close is a no-op.
+        store.close()
 
 
 def _http_protocol(settings: Settings) -> dict[str, Any]:
-    """uvicorn options bounding request heads (issue 13, defect 10).
+    """uvicorn options bounding request heads.
 
     With httptools (uvicorn[standard], a dependency): our protocol adds a header deadline
     and a 431 size cap (api/http_protocol.py). Without it uvicorn runs h11, which can
@@ -122,7 +121,7 @@ def _http_protocol(settings: Settings) -> dict[str, Any]:
 @click.command()
 @project_option
 @click.argument("query")
-@click.option("--format", "output", type=click.Choice(sorted(OUTPUT_FORMATS)), default="table")
+@click.option("--format", "output", type=click.Choice(sorted(SQL_OUTPUTS)), default="table")
 def sql(project_dir: str | None, query: str, output: str) -> None:
     """Run QUERY against the project's ClickHouse and print the result."""
     settings = load(project_dir)

@@ -65,7 +65,7 @@ def load_sample(settings: Any, sample_dir: Path) -> dict[str, Any]:
     with Store.open(settings, "redpoll demo") as store:
         store.migrations().up()
         db = store.target.database
-        loaded = int(store.admin.command(f"SELECT count() FROM {db}.events") or 0)
+        loaded = int(store.admin.query(f"SELECT count() FROM {db}.events").result_rows[0][0])
         events_body, info = _shifted(sample_dir / EVENTS_FILE, now_ms, "ts")
         if loaded == 0:
             items_body, _ = _shifted(sample_dir / ITEMS_FILE, now_ms, "updated_at")

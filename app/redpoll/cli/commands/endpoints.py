@@ -1,10 +1,11 @@
-"""`redpoll endpoints list | check | render | test` (issue 3).
+"""`redpoll endpoints list | check | render | test`.
 
 The catalog (tables and columns that endpoints may read) comes from the project's store,
 through the running server when it holds the embedded data directory (`open_backend`).
 `check` exits 1 and prints `file:line: message` for every broken file. `test` runs the
 fixtures in `endpoints/tests/<name>.yaml`: a list of cases with `params` and either
-`expected_rows` (the JSON `data`) or `expected_status`.
+`expected_rows` (the JSON `data`) or `expected_status`. Each case runs through the
+backend (`Backend.run_endpoint`): in this process, or as an HTTP call with `read_token`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from redpoll.cli._backend import LocalBackend, open_backend
+from redpoll.cli._backend import Backend, open_backend
 from redpoll.cli._context import load, project_option
 from redpoll.endpoints.compiler import render as render_endpoint
-from redpoll.endpoints.executor import execute, prepare
 from redpoll.endpoints.loader import iter_endpoint_files, load_endpoint
 from redpoll.endpoints.model import Catalog, Endpoint, LoadError
-from redpoll.errors import ConfigError, RedpollError
+from redpoll.errors import ConfigError
 
 __all__ = ("endpoints",)
 
@@ -34,7 +33,7 @@ _CATALOG_SQL = (
 )
 
 
-def _catalog(backend: Any, database: str) -> Catalog:
+def _catalog(backend: Backend, database: str) -> Catalog:
     data = json.loads(backend.sql(_CATALOG_SQL, "json"))
     tables: dict[str, set[str]] = {}
     for row in data["data"]:
@@ -142,12 +141,11 @@ def test_cmd(project_dir: str | None, names: tuple[str, ...]) -> None:
         files = [f for f in files if f.stem in names]
     failures = total = 0
     with open_backend(settings, "redpoll endpoints test") as backend:
-        run = _runner(backend, settings)
         for path in files:
             for case in yaml.safe_load(path.read_text()) or []:
                 total += 1
                 label = f"{path.stem}: {case.get('name', total)}"
-                status, data = run(path.stem, case.get("params") or {})
+                status, data = backend.run_endpoint(path.stem, case.get("params") or {})
                 problem = _compare(case, status, data)
                 if problem:
                     failures += 1
@@ -166,49 +164,3 @@ def _compare(case: dict[str, Any], status: int, data: Any) -> str:
     if "expected_rows" in case and data != case["expected_rows"]:
         return f"rows {data} != {case['expected_rows']}"
     return ""
-
-
-def _runner(backend: Any, settings: Any) -> Any:
-    """(name, params) -> (status, data or error message): in-process or via the server."""
-    if isinstance(backend, LocalBackend):
-        from redpoll.clickhouse.client import connect
-
-        catalog = _catalog(backend, settings.database)
-        reader = connect(backend.store.target, readonly=True)
-
-        def local(name: str, params: dict[str, Any]) -> tuple[int, Any]:
-            result = load_endpoint(settings.project_dir / "endpoints" / f"{name}.sql", catalog)
-            if isinstance(result, LoadError):
-                return 500, str(result)
-            try:
-                query = prepare(result, {k: _text(v) for k, v in params.items()})
-                return 200, json.loads(execute(reader, query))["data"]
-            except RedpollError as exc:
-                return exc.status, exc.message
-            except Exception as exc:  # DatabaseError: map like the API does
-                from redpoll.api.errors import translate_database_error
-
-                err = translate_database_error(exc)  # type: ignore[arg-type]
-                return err.status, err.message
-
-        return local
-    http = backend.events
-    headers = {"Authorization": f"Bearer {settings.read_token}"} if settings.read_token else {}
-
-    def remote(name: str, params: dict[str, Any]) -> tuple[int, Any]:
-        try:
-            r = http.get(f"/v0/pipes/{name}.json", params=params, headers=headers)
-        except httpx.HTTPError as exc:
-            raise RedpollError(f"the running server did not answer ({exc})") from exc
-        body = r.json()
-        return r.status_code, body.get("data") if r.status_code == 200 else body.get("error")
-
-    return remote
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_text(v) for v in value]
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

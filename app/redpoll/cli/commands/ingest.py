@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
+from redpoll.cli._backend import open_backend, running_server
 from redpoll.cli._context import load, project_option
-from redpoll.clickhouse.client import quote_identifier
-from redpoll.clickhouse.lock import read_server_info
 from redpoll.errors import ConfigError, RedpollError
 
 __all__ = ("ingest",)
@@ -53,8 +51,8 @@ def kafka_command(
     only after the insert. Use it against a ClickHouse server when its Kafka engine is
     not an option; with an embedded store, `redpoll serve` runs the consumers itself.
     """
-    from redpoll.ingest.kafka import KafkaIngestors
     from redpoll.ingest.service import IngestService
+    from redpoll.kafka.consumer import KafkaIngestors
     from redpoll.store import Store
 
     settings = load(project_dir, kafka_brokers=brokers)
@@ -63,13 +61,13 @@ def kafka_command(
     )
     if not settings.kafka_brokers:
         raise ConfigError("no Kafka brokers: set REDPOLL_KAFKA_BROKERS or pass --brokers")
-    if settings.is_embedded:
-        info = read_server_info(settings.state_dir)
-        if info is not None:
-            raise RedpollError(
-                f"`redpoll serve` (pid {info.pid}) holds this project's embedded store and "
-                "runs its Kafka consumers itself; see `redpoll ingest status`"
-            )
+    server = running_server(settings)
+    if server is not None:
+        server[1].close()
+        raise RedpollError(
+            f"`redpoll serve` (pid {server[0].pid}) holds this project's embedded store and "
+            "runs its Kafka consumers itself; see `redpoll ingest status`"
+        )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -109,8 +107,8 @@ def kafka_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
 def status_command(project_dir: str | None, brokers: str | None, as_json: bool) -> None:
     """Consumer lag (from the broker), throughput and error counts per binding."""
-    from redpoll.ingest.kafka_bindings import load_bindings
-    from redpoll.ingest.kafka_lag import group_lag
+    from redpoll.kafka.bindings import load_bindings
+    from redpoll.kafka.lag import group_lag
 
     settings = load(project_dir, kafka_brokers=brokers)
     bindings = load_bindings(settings.project_dir)
@@ -152,19 +150,16 @@ def status_command(project_dir: str | None, brokers: str | None, as_json: bool) 
 
 def _process_status(settings: Any) -> dict[str, Any]:
     """Status from the process running the consumers: the server, or `ingest kafka`."""
-    if settings.is_embedded:
-        info = read_server_info(settings.state_dir)
-        if info is not None:
-            try:
-                response = httpx.get(
-                    f"{info.url}/redpoll/v1/admin/ingest/status",
-                    timeout=10,
-                    headers={"Authorization": f"Bearer {info.admin_token}"},
-                )
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                return {"where": f"redpoll serve pid {info.pid} (no answer: {exc})"}
-            return {"where": f"redpoll serve pid {info.pid} ({info.url})", **response.json()}
+    server = running_server(settings)
+    if server is not None:
+        info, remote = server
+        try:
+            status = remote.ingest_status()
+        except RedpollError as exc:
+            return {"where": f"redpoll serve pid {info.pid} (no answer: {exc.message})"}
+        finally:
+            remote.close()
+        return {"where": f"redpoll serve pid {info.pid} ({info.url})", **status}
     path = Path(settings.state_dir) / STATUS_FILE
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(path.read_text())
@@ -190,9 +185,8 @@ def kafka_sql_command(
     project_dir: str | None, brokers: str | None, datasource: str, write: bool
 ) -> None:
     """Print the ClickHouse Kafka-engine migration for DATASOURCE's binding (server mode)."""
-    from redpoll.cli._backend import open_backend
-    from redpoll.ingest.kafka_bindings import load_bindings
-    from redpoll.ingest.kafka_sql import kafka_engine_sql
+    from redpoll.kafka.bindings import load_bindings
+    from redpoll.kafka.sql import columns_query, engine_columns, kafka_engine_sql
 
     settings = load(project_dir, kafka_brokers=brokers)
     binding = load_bindings(settings.project_dir).get(datasource)
@@ -204,7 +198,8 @@ def kafka_sql_command(
             "(the list as the ClickHouse server reaches the brokers)"
         )
     with open_backend(settings, "redpoll ingest kafka-sql") as backend:
-        columns, uses_landing = _columns(backend, datasource)
+        rows = json.loads(backend.sql(columns_query(datasource), "json"))["data"]
+    columns, uses_landing = engine_columns(rows, datasource)
     text = kafka_engine_sql(
         binding, columns, uses_landing=uses_landing, brokers=settings.kafka_brokers
     )
@@ -216,26 +211,3 @@ def kafka_sql_command(
     path = folder / f"{max(numbers, default=0) + 1:04d}_kafka_{datasource}.sql"
     path.write_text(text)
     click.echo(f"wrote {path}")
-
-
-def _columns(backend: Any, datasource: str) -> tuple[list[tuple[str, str, str]], bool]:
-    quote_identifier(datasource)  # a plain identifier, safe to embed below
-    rows = json.loads(
-        backend.sql(
-            "SELECT table, name, type, default_kind, default_expression FROM system.columns "
-            f"WHERE database = currentDatabase() AND table IN ('{datasource}', "
-            f"'{datasource}_landing') ORDER BY table, position",
-            "json",
-        )
-    )["data"]
-    landing = [r for r in rows if r["table"] == f"{datasource}_landing"]
-    chosen = landing or rows
-    if not chosen:
-        raise ConfigError(f"table {datasource} does not exist: run `redpoll migrate up` first")
-    columns = [
-        (r["name"], r["type"], r["default_expression"] if r["default_kind"] == "DEFAULT" else "")
-        for r in chosen
-        if r["default_kind"] not in {"MATERIALIZED", "ALIAS", "EPHEMERAL"}
-        and not (landing and r["name"] == "batch")
-    ]
-    return columns, bool(landing)

@@ -9,6 +9,7 @@ import click
 
 from redpoll.cli._backend import open_backend
 from redpoll.cli._context import load, project_option
+from redpoll.migrations.generate import drift, new_from_files
 from redpoll.migrations.runner import new_migration
 
 __all__ = ("migrate",)
@@ -54,7 +55,9 @@ def up(project_dir: str | None, to: int | None) -> None:
 @migrate.command()
 @project_option
 def check(project_dir: str | None) -> None:
-    """Exit 1 when any migration is pending, failed, modified or missing (for CI)."""
+    """Exit 1 when any migration is pending, failed, modified or missing, or when the
+    files of sql/ and materialized_views/ and the applied migrations differ: an object
+    defined in a file that no applied migration creates, or the reverse (for CI)."""
     settings = load(project_dir)
     with open_backend(settings, "redpoll migrate check") as backend:
         states = backend.migrate_status()
@@ -62,18 +65,38 @@ def check(project_dir: str | None) -> None:
     for s in bad:
         detail = f": {s['error']}" if s["error"] else ""
         click.echo(f"{s['version']:04d}_{s['name']}.sql is {s['status']}{detail}", err=True)
-    if bad:
+    applied = [s["version"] for s in states if s["status"] in {"applied", "modified"}]
+    drifted = drift(settings.project_dir, applied).lines()
+    for line in drifted:
+        click.echo(line, err=True)
+    if drifted:
+        click.echo("run `redpoll migrate new --from-views`, then `redpoll migrate up`", err=True)
+    if bad or drifted:
         sys.exit(1)
-    click.echo(f"ok: {len(states)} migration(s) applied, none pending")
+    click.echo(f"ok: {len(states)} migration(s) applied, none pending, no drift from the files")
 
 
 @migrate.command()
 @project_option
-@click.argument("name")
-def new(project_dir: str | None, name: str) -> None:
-    """Create the next numbered migration file."""
+@click.option(
+    "--from-views",
+    is_flag=True,
+    help="Fill it with the tables and views of sql/ and materialized_views/ that no "
+    "migration creates yet (NAME defaults to their files' names).",
+)
+@click.argument("name", required=False)
+def new(project_dir: str | None, from_views: bool, name: str | None) -> None:
+    """Create the next numbered migration file (empty, or generated with --from-views)."""
     settings = load(project_dir)
-    path = new_migration(settings.project_dir / "migrations", name)
+    if from_views:
+        path = new_from_files(settings.project_dir, name)
+        if path is None:
+            click.echo("nothing to generate: every table and view of the files has a migration")
+            return
+    elif name is None:
+        raise click.UsageError("give the migration a NAME (or use --from-views)")
+    else:
+        path = new_migration(settings.project_dir / "migrations", name)
     click.echo(str(path))
 
 

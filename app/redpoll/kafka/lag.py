@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redpoll.ingest.kafka_bindings import KafkaBinding
+from redpoll.kafka.bindings import KafkaBinding
 
 __all__ = ("GroupLag", "group_lag")
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.errors import ConfigError
-from redpoll.ingest.kafka_bindings import BINDINGS_DIR, KafkaBinding, load_bindings
 from redpoll.ingest.validate import QuarantineRow, parse_body, validate_rows
+from redpoll.kafka.bindings import BINDINGS_DIR, KafkaBinding, load_bindings
 
 if TYPE_CHECKING:
     from redpoll.ingest.datasources import DataSource

@@ -22,16 +22,46 @@ configuration (or a named collection).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from redpoll.clickhouse.client import quote_identifier
-from redpoll.ingest.kafka_bindings import KafkaBinding
+from redpoll.errors import ConfigError
+from redpoll.kafka.bindings import KafkaBinding
 
-__all__ = ("kafka_engine_sql",)
+__all__ = ("columns_query", "engine_columns", "kafka_engine_sql")
 
 _DB = "{{ database }}"
 _ON_CLUSTER = "{{ on_cluster }}"
 _KAFKA_ID = "concat(_topic, ':', toString(_partition), ':', toString(_offset))"
+
+
+def columns_query(datasource: str) -> str:
+    """The `system.columns` query whose JSON rows `engine_columns` reads (any client)."""
+    quote_identifier(datasource)  # a plain identifier, safe to embed below
+    return (
+        "SELECT table, name, type, default_kind, default_expression FROM system.columns "
+        f"WHERE database = currentDatabase() AND table IN ('{datasource}', "
+        f"'{datasource}_landing') ORDER BY table, position"
+    )
+
+
+def engine_columns(
+    rows: Sequence[Mapping[str, Any]], datasource: str
+) -> tuple[list[tuple[str, str, str]], bool]:
+    """(name, type, default) of the columns a Kafka message fills, and whether the data
+    source has a landing table (`events_landing`) to insert into instead."""
+    landing = [r for r in rows if r["table"] == f"{datasource}_landing"]
+    chosen = landing or list(rows)
+    if not chosen:
+        raise ConfigError(f"table {datasource} does not exist: run `redpoll migrate up` first")
+    columns = [
+        (r["name"], r["type"], r["default_expression"] if r["default_kind"] == "DEFAULT" else "")
+        for r in chosen
+        if r["default_kind"] not in {"MATERIALIZED", "ALIAS", "EPHEMERAL"}
+        and not (landing and r["name"] == "batch")
+    ]
+    return columns, bool(landing)
 
 
 def _quote(text: str) -> str:

@@ -1,0 +1,56 @@
+"""`AppState`: everything the app's handlers use, typed, on one object.
+
+`create_app` (app.py) builds it with what exists before startup (settings, admin token);
+the lifespan context managers fill in the rest in order (store, endpoints, ingestion,
+Kafka) and undo it in reverse. Handlers and guards reach it through `app_state` only,
+never through attributes of Litestar's `app.state`.
+
+Fields without a default are set by their lifespan before the first request; reading one
+earlier raises AttributeError (a wiring bug, not a state to handle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from litestar.datastructures import State
+
+    from redpoll.endpoints.lanes import QueryLanes
+    from redpoll.endpoints.model import FunctionSet
+    from redpoll.endpoints.registry import Registry
+    from redpoll.ingest.service import IngestService
+    from redpoll.kafka.consumer import KafkaIngestors
+    from redpoll.settings import Settings
+    from redpoll.store import Store
+
+__all__ = ("STATE_KEY", "AppState", "app_state")
+
+#: The one key of Litestar's `app.state` that Redpoll uses.
+STATE_KEY = "redpoll"
+
+
+@dataclasses.dataclass(eq=False)
+class AppState:
+    """The app's resources; one per `create_app` (tests may build several per store)."""
+
+    settings: Settings
+    admin_token: str
+    store: Store = dataclasses.field(init=False, repr=False)
+    endpoints: Registry = dataclasses.field(init=False, repr=False)
+    query_lanes: QueryLanes = dataclasses.field(init=False, repr=False)
+    q_functions: FunctionSet = dataclasses.field(init=False, repr=False)
+    ingest: IngestService = dataclasses.field(init=False, repr=False)
+    #: the Kafka consumers, when bindings and brokers are configured
+    kafka: KafkaIngestors | None = None
+    #: extra entries of the `/v0/ready` body, e.g. the Kafka consumers' status
+    readiness_probes: list[Callable[[], dict[str, Any]]] = dataclasses.field(default_factory=list)
+
+
+def app_state(state: State) -> AppState:
+    """The typed state behind Litestar's `app.state` (a handler's `state` argument, or
+    `connection.app.state` in a guard)."""
+    wiring: AppState = state[STATE_KEY]
+    return wiring
