@@ -109,7 +109,7 @@ def main() -> None:
         with MockKafka() as kafka, Store.open(settings, "bench_kafka") as store:
             kafka.create_topic("events", args.partitions)
             store.migrations().up()
-            service = IngestService(store.target, project)
+            service = IngestService(store.new_client, store.target.database, project)
             binding = load_bindings(project)["events"]
             producer = Producer(
                 {

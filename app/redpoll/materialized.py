@@ -182,8 +182,9 @@ class ViewSet:
         return out
 
 
-def _split(text: str, path: Path) -> list[str]:
-    """Statements of `text`, split on `;` tokens (not inside strings or comments)."""
+def _statements(text: str, path: Path) -> list[tuple[int, str]]:
+    """`(offset, statement)` of every statement of `text`, split on `;` tokens (never
+    inside strings or comments), each from its first token: comments above it stay out."""
     try:
         tokens = ClickHouse().tokenize(text)
     except TokenError as exc:
@@ -191,11 +192,18 @@ def _split(text: str, path: Path) -> list[str]:
     cuts = [t.start for t in tokens if t.token_type == TokenType.SEMICOLON] + [len(text)]
     out, start = [], 0
     for cut in cuts:
-        chunk = text[start:cut].strip()
-        if chunk and ClickHouse().tokenize(chunk):
-            out.append(chunk)
+        chunk = text[start:cut]
+        code = ClickHouse().tokenize(chunk)
+        if code:
+            first = code[0].start
+            out.append((start + first, chunk[first:].strip()))
         start = cut + 1
     return out
+
+
+def _split(text: str, path: Path) -> list[str]:
+    """Statements of `text` (see `_statements`)."""
+    return [statement for _, statement in _statements(text, path)]
 
 
 def _recompute_block(text: str, path: Path) -> tuple[str, str | None]:
@@ -250,22 +258,10 @@ def _parse_object(statement: str, line: int, path: Path) -> SchemaObject:
 
 
 def _objects(text: str, path: Path) -> tuple[SchemaObject, ...]:
-    try:
-        tokens = ClickHouse().tokenize(text)
-    except TokenError as exc:
-        raise ConfigError(f"{path}: cannot split statements: {exc}") from exc
-    cuts = [t.start for t in tokens if t.token_type == TokenType.SEMICOLON] + [len(text)]
-    out, start = [], 0
-    for cut in cuts:
-        chunk = text[start:cut]
-        code = ClickHouse().tokenize(chunk)
-        if code:
-            # keep the statement from its first token: comments above it stay in the file
-            first = code[0].start
-            line = text.count("\n", 0, start + first) + 1
-            out.append(_parse_object(chunk[first:].strip(), line, path))
-        start = cut + 1
-    return tuple(out)
+    return tuple(
+        _parse_object(statement, text.count("\n", 0, offset) + 1, path)
+        for offset, statement in _statements(text, path)
+    )
 
 
 def _read(path: Path) -> str:

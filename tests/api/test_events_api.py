@@ -385,11 +385,11 @@ def test_failed_events_insert_is_rolled_back_and_retried_exactly_once(
 
 
 def test_generated_ids_and_receive_time_are_assigned_before_the_insert(
-    shop: Path, ch_target: Target, admin_client: Client
+    shop: Path, store: Store, admin_client: Client
 ) -> None:
     """The batch handed to the committer already carries its generated event ids and
     receive time, so any retry of its INSERT deduplicates instead of storing a copy."""
-    service = IngestService(ch_target, shop)
+    service = IngestService(store.new_client, store.target.database, shop)
     try:
         datasource = service.datasource("events")
         batch = validate_rows(datasource, parse_body(ndjson(no_id_rows(1, 3)).encode()))

@@ -45,8 +45,9 @@ def service(
     kafka_project: Path, ch_target: Target, admin_client: Client
 ) -> Iterator[IngestService]:
     settings = load_settings({"project_dir": str(kafka_project)}, environ={})
-    Store(settings, ch_target, admin_client, None, None).migrations().up()
-    svc = IngestService(ch_target, kafka_project)
+    store = Store(settings, ch_target, admin_client, None, None)
+    store.migrations().up()
+    svc = IngestService(store.new_client, ch_target.database, kafka_project)
     yield svc
     svc.close()
 

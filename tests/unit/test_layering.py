@@ -16,6 +16,8 @@ and under `TYPE_CHECKING` (a type names its caller as surely as a call does).
 
 The app and the CLI reach ClickHouse only through the store; of `redpoll.clickhouse`
 they may import `redpoll.clickhouse.errors` alone (how a ClickHouse error reads).
+Services receive their clients (from the `Store`): only `redpoll.clickhouse`, the store and
+the testing layer open a connection (`connect`, or `clickhouse_connect` itself).
 """
 
 from __future__ import annotations
@@ -109,6 +111,94 @@ def test_imports_point_down(path: Path) -> None:
         ):
             wrong.append(f"{path.name}:{line} imports {target}: go through redpoll.store")
     assert not wrong, f"{me} is in layer {LAYERS[mine][0]!r}: " + "; ".join(wrong)
+
+
+#: modules that may open a ClickHouse connection; every other one is given its clients
+MAY_CONNECT = ("redpoll.clickhouse", "redpoll.store", *LAYERS[-1][1])
+CLIENT_MODULE = "redpoll.clickhouse.client"
+
+
+def _type_checking_only(tree: ast.AST) -> set[ast.AST]:
+    """Nodes inside an `if TYPE_CHECKING:` body (type names, not calls)."""
+    inside: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for statement in node.body:
+                inside.update(ast.walk(statement))
+    return inside
+
+
+def connections(path: Path, name: str | None = None) -> list[str]:
+    """Every way the file could open a ClickHouse connection itself: importing or calling
+    `connect` of `redpoll.clickhouse.client` (by any alias), or importing
+    `clickhouse_connect` outside `TYPE_CHECKING`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    me = (name or module_name(path)).split(".")
+    package = me if path.name == "__init__.py" else me[:-1]
+    typing_only = _type_checking_only(tree)
+    found: list[str] = []
+    module_aliases: set[str] = set()  # names bound to redpoll.clickhouse.client
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == CLIENT_MODULE:
+                    module_aliases.add(alias.asname or alias.name)
+                if alias.name.split(".")[0] == "clickhouse_connect" and node not in typing_only:
+                    found.append(f"{path.name}:{node.lineno} imports {alias.name}")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            if module.split(".")[0] == "clickhouse_connect" and node not in typing_only:
+                found.append(f"{path.name}:{node.lineno} imports {module}")
+            for alias in node.names:
+                if module == CLIENT_MODULE and alias.name == "connect":
+                    found.append(f"{path.name}:{node.lineno} imports {CLIENT_MODULE}.connect")
+                if module == "redpoll.clickhouse" and alias.name == "client":
+                    module_aliases.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "connect"
+            and ast.unparse(node.value) in module_aliases
+        ):
+            found.append(f"{path.name}:{node.lineno} uses {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: module_name(p))
+def test_only_the_store_layer_connects(path: Path) -> None:
+    """Services, the API, the app and the CLI receive their clients (`Store.admin`,
+    `Store.new_client`, the read pools) instead of connecting (docs/architecture.md)."""
+    me = module_name(path)
+    if any(me == allowed or me.startswith(allowed + ".") for allowed in MAY_CONNECT):
+        return
+    found = connections(path)
+    assert not found, f"{me} connects itself (take a client from the Store): " + "; ".join(found)
+
+
+def test_the_checker_sees_a_connection(tmp_path: Path) -> None:
+    source = tmp_path / "service.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from ..clickhouse.client import connect as c\n"
+        "import redpoll.clickhouse.client as cc\n"
+        "from redpoll.clickhouse import client\n"
+        "import clickhouse_connect\n"
+        "if TYPE_CHECKING:\n"
+        "    from clickhouse_connect.driver.client import Client\n"
+        "def f():\n"
+        "    return cc.connect(None), client.connect(None)\n"
+    )
+    found = connections(source, "redpoll.ingest.service")
+    assert [line.split(" ", 1)[0] for line in found] == [
+        "service.py:2",
+        "service.py:5",
+        "service.py:9",
+        "service.py:9",
+    ], found
 
 
 def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:

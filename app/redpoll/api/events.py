@@ -159,9 +159,7 @@ async def ingest_lifespan(app: Litestar) -> AsyncIterator[None]:
     first); on shutdown it finishes queued inserts, then closes its clients."""
     wiring = app_state(app.state)
     # this app's settings carry its limits (a test may share one store between apps)
-    service = IngestService(
-        wiring.store.target, wiring.settings.project_dir, settings=wiring.settings
-    )
+    service = IngestService.for_store(wiring.store, wiring.settings)
     try:
         service.open_writers()
         wiring.ingest = service

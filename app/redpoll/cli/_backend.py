@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -32,7 +35,14 @@ from redpoll.settings import Settings
 from redpoll.store import DatabaseError, ServerInfo, Store
 from redpoll.store import running_server as _server_info
 
-__all__ = ("Backend", "LocalBackend", "RemoteBackend", "open_backend", "running_server")
+__all__ = (
+    "Backend",
+    "LocalBackend",
+    "RemoteBackend",
+    "open_backend",
+    "open_scratch_backend",
+    "running_server",
+)
 
 
 class Backend(Protocol):
@@ -75,9 +85,7 @@ class LocalBackend:
     def _service(self) -> IngestService:
         """The ingestion service (one events writer), opened on first use."""
         if self._ingest is None:
-            self._ingest = IngestService(
-                self.store.target, self.store.settings.project_dir, settings=self.store.settings
-            )
+            self._ingest = IngestService.for_store(self.store)
         return self._ingest
 
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
@@ -225,6 +233,38 @@ def open_backend(settings: Settings, role: str) -> Iterator[Backend]:
             yield backend
         finally:
             backend.close()
+
+
+@contextlib.contextmanager
+def open_scratch_backend(settings: Settings, role: str) -> Iterator[Backend]:
+    """A local backend on a throwaway embedded store with the project's migrations.
+
+    Never the project's own store: `Store.open_scratch` in a temporary directory, deleted
+    on exit. Fixture data has fixed timestamps, so the tables' TTLs (relative to the wall
+    clock, e.g. `trending`'s 90 days) are removed on this copy: rows never expire here.
+    """
+    work = Path(tempfile.mkdtemp(prefix="redpoll-scratch-"))
+    try:
+        with Store.open_scratch(
+            settings.project_dir, work / "data", "redpoll_scratch", role
+        ) as store:
+            store.migrations().up()
+            db = store.target.database
+            with store.admin_lock:
+                rows = store.admin.query(
+                    "SELECT name FROM system.tables WHERE database = {db:String} "
+                    "AND engine LIKE '%MergeTree' AND create_table_query LIKE '% TTL %'",
+                    parameters={"db": db},
+                ).result_rows
+                for (table,) in rows:
+                    store.admin.command(f"ALTER TABLE {db}.`{table}` REMOVE TTL")
+            backend = LocalBackend(store)
+            try:
+                yield backend
+            finally:
+                backend.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _raise_for_error(response: httpx.Response) -> None:

@@ -9,6 +9,14 @@ the HTTP and Kafka paths use, so every materialized view (co_purchase, trending,
 user_history, user_item_stats) is updated exactly as in production. A purchase is never
 in the store when it is predicted.
 
+The replay is a sequence of named stages (`evaluate` reads as that sequence):
+
+* split (`_split`): cut the events into windows and pick each window's test invoices;
+* per window, in this order: query (`_Querier.ask`) the endpoints for the test invoices,
+  score (`_Scorer.score`) their answers and the baselines' against the true baskets,
+  feed (`_feed`) the window to the store and the baselines;
+* report (`_report`): the result's tables, monthly series, counts and timings.
+
 Endpoints are called in-process through the code the HTTP layer runs
 (`redpoll.endpoints.registry.Registry` + `executor.prepare`/`execute`) on readonly
 clients, one per worker thread; only the HTTP framing is skipped.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -54,6 +63,8 @@ log = logging.getLogger("redpoll.evaluation")
 
 BASELINES = ("popularity_all", "popularity_30d", "cooc_monthly")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+Event = dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -100,6 +111,39 @@ class _Invoice:
     items: list[str]  # distinct, in line order
 
 
+@dataclasses.dataclass
+class _Window:
+    """One replay step: every event of it is fed, only `cases` are asked and scored."""
+
+    start_ms: int
+    month: str
+    events: list[Event]
+    cases: list[_Invoice]  # the test invoices (none in warm-up, sampled)
+
+
+@dataclasses.dataclass
+class _ItemAnswer:
+    """`also_bought` of the invoice's first item: the rest of the basket is relevant."""
+
+    invoice: _Invoice
+    ranked: list[str]
+
+
+@dataclasses.dataclass
+class _UserAnswer:
+    """`for_user` of the invoice's customer, as a ranking of everything (`ranked`) and
+    of items new to the customer (`fresh`), with what the store knew the customer bought."""
+
+    invoice: _Invoice
+    ranked: list[str]
+    known: set[str]
+    fresh: list[str]
+    second_call: bool  # `fresh` needed its own exclude_purchased=true call
+
+
+_Answer = _ItemAnswer | _UserAnswer
+
+
 def _iso(ts_ms: int) -> str:
     return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -116,8 +160,86 @@ def _month(ts_ms: int) -> str:
     return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m")
 
 
-def _windows(events: list[dict[str, Any]], width_ms: int) -> Iterator[list[dict[str, Any]]]:
-    current: list[dict[str, Any]] = []
+# -- the replay, stage by stage ---------------------------------------------------------
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    """Replay `config.dataset` into a throwaway store and score the endpoints and the
+    baselines on every test invoice (see the module docstring for the stages)."""
+    say = config.progress or (lambda _m: None)
+    started = time.perf_counter()
+    events, items = _read(config, say)
+    work = Path(tempfile.mkdtemp(prefix="redpoll-eval-", dir=config.work_dir))
+    try:
+        return _replay(config, events, items, work, say, started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _replay(
+    config: EvalConfig,
+    events: list[Event],
+    items: list[dict[str, Any]],
+    work: Path,
+    say: Callable[[str], None],
+    started: float,
+) -> EvalResult:
+    """The stages in order: split, then per window query, score and feed (queries and
+    baselines see only earlier windows), then report."""
+    bench = _open_bench(config, work, items, say)
+    all_ids = [i["item_id"] for i in items] + [e["item_id"] for e in events]
+    base = Baselines(dict.fromkeys(all_ids))
+    querier = _Querier(bench.caller, config)
+    scorer = _Scorer(config.k, base)
+    windows = _split(events, config)
+    say(f"{len(windows)} windows of {config.window_hours:g} h")
+    clock = _Clock(started)
+    for n, window in enumerate(windows):
+        base.start_window(window.start_ms, window.month)
+        with clock.stage("query_s"):
+            answers = querier.ask(window.cases, base.user_known_item_ids)
+        with clock.stage("scoring_s"):
+            scorer.score(window.month, answers)
+        with clock.stage("ingest_and_learn_s"):
+            _feed(bench.writer, base, window)
+        scorer.replayed(window)
+        clock.progress(say, f"{window.month} window {n + 1}/{len(windows)}", scorer.counts)
+    bench.close()
+    return _report(config.k, scorer, bench, clock)
+
+
+def _read(
+    config: EvalConfig, say: Callable[[str], None]
+) -> tuple[list[Event], list[dict[str, Any]]]:
+    """The data set's events (before `config.until`) in time order, and its items."""
+    from redpoll.datasets.online_retail import read_events, read_items
+
+    started = time.perf_counter()
+    events = read_events(config.dataset, limit=config.max_lines)
+    if config.until is not None:
+        stop = _ms(config.until)
+        events = [e for e in events if e["ts"] < stop]
+    items = read_items(config.dataset, limit=config.max_lines)
+    say(f"read {len(events)} events, {len(items)} items ({time.perf_counter() - started:.1f} s)")
+    return events, items
+
+
+def _split(events: list[Event], config: EvalConfig) -> list[_Window]:
+    """Stage *split*: cut the events into the replay's windows and choose each window's
+    test invoices. The window is the unit of "not seeing the future": its invoices are
+    asked against the store as it was at the window's start."""
+    width_ms = int(config.window_hours * 3_600_000)
+    start_ms = _ms(config.start) if config.start else 0
+    windows: list[_Window] = []
+    for events_in in _merge_warmup(list(_windows(events, width_ms)), start_ms):
+        w_start = events_in[0]["ts"] // width_ms * width_ms
+        cases = _test_cases(events_in, w_start >= start_ms, config.sample_every)
+        windows.append(_Window(w_start, _month(w_start), events_in, cases))
+    return windows
+
+
+def _windows(events: list[Event], width_ms: int) -> Iterator[list[Event]]:
+    current: list[Event] = []
     key = None
     for event in events:
         k = event["ts"] // width_ms
@@ -130,10 +252,10 @@ def _windows(events: list[dict[str, Any]], width_ms: int) -> Iterator[list[dict[
         yield current
 
 
-def _merge_warmup(windows: list[list[dict[str, Any]]], start_ms: int) -> list[list[dict[str, Any]]]:
+def _merge_warmup(windows: list[list[Event]], start_ms: int) -> list[list[Event]]:
     """Windows before `start_ms` are only ingested: send them in big batches (faster)."""
-    out: list[list[dict[str, Any]]] = []
-    buffer: list[dict[str, Any]] = []
+    out: list[list[Event]] = []
+    buffer: list[Event] = []
     for window in windows:
         if window[0]["ts"] < start_ms:
             buffer.extend(window)
@@ -150,7 +272,18 @@ def _merge_warmup(windows: list[list[dict[str, Any]]], start_ms: int) -> list[li
     return out
 
 
-def _invoices(window: list[dict[str, Any]]) -> list[_Invoice]:
+def _test_cases(window: list[Event], scored: bool, sample_every: int) -> list[_Invoice]:
+    """The window's invoices that are asked and scored: none during warm-up, every
+    `sample_every`-th by a hash of the order id (the same invoices on every run)."""
+    if not scored:
+        return []
+    invoices = _invoices(window)
+    if sample_every > 1:
+        invoices = [i for i in invoices if _stable_hash(i.order_id) % sample_every == 0]
+    return invoices
+
+
+def _invoices(window: list[Event]) -> list[_Invoice]:
     by_order: dict[str, _Invoice] = {}
     for e in window:
         if e["event_type"] != "purchase":
@@ -161,6 +294,254 @@ def _invoices(window: list[dict[str, Any]]) -> list[_Invoice]:
         if e["item_id"] not in inv.items:
             inv.items.append(e["item_id"])
     return list(by_order.values())
+
+
+class _Querier:
+    """Stage *query*: ask the endpoints about a window's test invoices while the store
+    holds only the windows before it (called before `_feed`), so an answer can never
+    contain the purchase it is scored against. Calls run on the caller's thread pool."""
+
+    def __init__(self, caller: _EndpointCaller, config: EvalConfig) -> None:
+        self.caller = caller
+        self.k = config.k
+        self.for_user_params = dict(config.for_user_params)
+        self.also_bought_params = dict(config.also_bought_params)
+
+    def ask(self, cases: Sequence[_Invoice], known_of: Callable[[str], set[str]]) -> list[_Answer]:
+        """Answers in case order (`for_user` before `also_bought` for one invoice);
+        `known_of(user)`: the user's purchases the store holds."""
+        jobs: list[tuple[_Invoice, set[str] | None, concurrent.futures.Future[list[str]]]] = []
+        for inv in cases:
+            now = _iso(inv.ts)
+            if inv.user_id:
+                known = known_of(inv.user_id)
+                limit = self._user_limit(known)
+                params = _for_user_params(
+                    self.for_user_params, inv.user_id, limit, now, exclude=False
+                )
+                jobs.append((inv, known, self._submit("for_user", params)))
+            if len(inv.items) > 1:
+                params = {
+                    **self.also_bought_params,
+                    "item_id": inv.items[0],
+                    "limit": self.k,
+                    "now": now,
+                }
+                jobs.append((inv, None, self._submit("also_bought", params)))
+        ranked = [(inv, known, future.result()) for inv, known, future in jobs]
+        return [
+            _ItemAnswer(inv, rec) if known is None else self._user_answer(inv, known, rec)
+            for inv, known, rec in ranked
+        ]
+
+    def _submit(self, name: str, params: Mapping[str, Any]) -> concurrent.futures.Future[list[str]]:
+        return self.caller.pool.submit(self.caller.call, name, params)
+
+    def _user_limit(self, known: set[str]) -> int:
+        return min(100, self.k + len(known))
+
+    def _user_answer(self, inv: _Invoice, known: set[str], ranked: list[str]) -> _UserAnswer:
+        """One call serves both lists: the ranking with exclude_purchased=false; the
+        new-item list is that ranking without the user's purchases, which is what
+        exclude_purchased=true returns (exclusion only filters, the scores do not depend
+        on it; max_per_category is 0 here). The store holds exactly the purchases the
+        baselines know (`known`). Only when the ranking was cut short by the 100-row
+        limit is the new-item list asked for separately."""
+        fresh = [i for i in ranked if i not in known][: self.k]
+        second_call = len(fresh) < self.k and len(ranked) >= self._user_limit(known)
+        if second_call:
+            params = _for_user_params(
+                self.for_user_params, inv.user_id, self.k, _iso(inv.ts), exclude=True
+            )
+            fresh = self.caller.call("for_user", params)
+        return _UserAnswer(inv, ranked, known, fresh, second_call)
+
+
+class _Scorer:
+    """Stage *score*: hit rate, MRR and NDCG of the endpoint's answers and of every
+    baseline's list for the same case, against the true basket, per task and month.
+    Baselines are asked here, after the query stage and before `_feed`: they know
+    exactly the windows the store knows."""
+
+    def __init__(self, k: int, base: Baselines) -> None:
+        self.k = k
+        self.base = base
+        self.acc = Accumulator()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def score(self, month: str, answers: Sequence[_Answer]) -> None:
+        for answer in answers:
+            if isinstance(answer, _ItemAnswer):
+                self._also_bought(month, answer)
+            else:
+                self._for_user(month, answer)
+
+    def replayed(self, window: _Window) -> None:
+        """Count a window once it is fed (events, test invoices)."""
+        self.counts["events"] += len(window.events)
+        self.counts["invoices"] += len(window.cases)
+
+    def _also_bought(self, month: str, answer: _ItemAnswer) -> None:
+        item = answer.invoice.items[0]
+        lists = {"endpoint": answer.ranked} | {
+            method: self.base.also_bought(method, item, self.k) for method in BASELINES
+        }
+        self._add("also_bought", month, set(answer.invoice.items[1:]), lists)
+
+    def _for_user(self, month: str, answer: _UserAnswer) -> None:
+        """`for_user_all`: any basket item is a hit; `for_user_new`: only items the user
+        never bought before (every earlier purchase, scored or not: what the store holds).
+        A task with nothing relevant in the basket is not scored."""
+        if answer.second_call:
+            self.counts["for_user_second_calls"] += 1
+        inv = answer.invoice
+        for task, exclude, endpoint in (
+            ("for_user_all", False, answer.ranked[: self.k]),
+            ("for_user_new", True, answer.fresh),
+        ):
+            relevant = {i for i in inv.items if not exclude or i not in answer.known}
+            if not relevant:
+                continue
+            lists = {"endpoint": endpoint} | {
+                method: self.base.for_user(method, inv.user_id, self.k, exclude_purchased=exclude)
+                for method in BASELINES
+            }
+            self._add(task, month, relevant, lists)
+
+    def _add(
+        self, task: str, month: str, relevant: set[str], lists: Mapping[str, Sequence[str]]
+    ) -> None:
+        for method, ranked in lists.items():
+            self.acc.add(task, method, month, score_list(ranked, relevant, self.k))
+        self.counts[f"{task}_queries"] += 1
+
+
+def _feed(writer: EventWriter, base: Baselines, window: _Window) -> None:
+    """Stage *feed*: ingest the whole window through the production writer (every
+    materialized view updated as in production), then let the baselines learn the same
+    purchases. Runs after the window's queries and scores, never before."""
+    _ingest(writer, window.events)
+    purchases = [
+        (e["user_id"], e["order_id"], e["item_id"])
+        for e in window.events
+        if e["event_type"] == "purchase"
+    ]
+    base.observe(window.start_ms, purchases)
+
+
+def _report(k: int, scorer: _Scorer, bench: _Bench, clock: _Clock) -> EvalResult:
+    """Stage *report*: the per-task table and per-month series of the scores, the counts
+    (with the views the store left out, so a run says what it measured) and timings."""
+    counts: dict[str, Any] = {
+        **scorer.counts,
+        "views_left_out": bench.views_left_out,
+        "tables_left_out": bench.tables_left_out,
+    }
+    return EvalResult(k, scorer.acc.table(), scorer.acc.series(), counts, clock.timings())
+
+
+class _Clock:
+    """Where the replay's time goes (the result's `timings`), and a progress line every
+    15 s: a full replay takes minutes and a silent one looks hung."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.spent = {"query_s": 0.0, "ingest_and_learn_s": 0.0, "scoring_s": 0.0}
+        self._last_line = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.spent[name] += time.perf_counter() - t0
+
+    def progress(self, say: Callable[[str], None], where: str, counts: Mapping[str, int]) -> None:
+        if time.perf_counter() - self._last_line <= 15:
+            return
+        self._last_line = time.perf_counter()
+        say(
+            f"  {where}: {counts['events']} events, query {self.spent['query_s']:.0f} s, "
+            f"ingest {self.spent['ingest_and_learn_s']:.0f} s"
+        )
+
+    def timings(self) -> dict[str, float]:
+        total = {"total_s": round(time.perf_counter() - self.started, 1)}
+        return total | {name: round(spent, 1) for name, spent in self.spent.items()}
+
+
+# -- the bench: the throwaway store and what runs against it ----------------------------
+
+
+@dataclasses.dataclass
+class _Bench:
+    """The scratch store with the project's endpoints loaded, the production writer
+    and the in-process endpoint caller; what was left out of the store, for the report."""
+
+    store: Store
+    writer: EventWriter
+    caller: _EndpointCaller
+    views_left_out: list[str]
+    tables_left_out: list[str]
+
+    def close(self) -> None:
+        self.caller.close()
+        self.store.close()
+
+
+def _open_bench(
+    config: EvalConfig, work: Path, items: list[dict[str, Any]], say: Callable[[str], None]
+) -> _Bench:
+    store = _setup_store(config, work, items)
+    registry = _load_endpoints(config, store)
+    views_left_out: list[str] = []
+    tables_left_out: list[str] = []
+    if not config.all_views:
+        views_left_out, tables_left_out = _drop_unread_views(
+            store.admin, store.target.database, registry, config
+        )
+        say(f"views no evaluated query reads, left out: {', '.join(views_left_out) or 'none'}")
+    writer = EventWriter(store.admin, store.target.database, views=config.project_dir)
+    caller = _EndpointCaller(lambda: store.new_client(readonly=True), registry, config.workers)
+    return _Bench(store, writer, caller, views_left_out, tables_left_out)
+
+
+def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> Store:
+    store = Store.open_scratch(
+        config.project_dir, work / "data", "redpoll_eval", "redpoll evaluate"
+    )
+    store.migrations().up()
+    admin, target = store.admin, store.target
+    # the data set is years old: keep its history (see the module docstring)
+    admin.command(f"ALTER TABLE {target.database}.trending REMOVE TTL")
+    columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
+    rows = [
+        [
+            i["item_id"],
+            i["title"],
+            i["category"],
+            i["brand"],
+            i["price"],
+            i["available"],
+            _EPOCH + dt.timedelta(milliseconds=i["updated_at"]),
+        ]
+        for i in items
+    ]
+    admin.insert(f"{target.database}.items", rows, column_names=columns)
+    return store
+
+
+def _load_endpoints(config: EvalConfig, store: Store) -> Registry:
+    """The project's endpoints against the scratch store; both evaluated ones must load."""
+    admin, database = store.admin, store.target.database
+    registry = Registry(
+        config.project_dir / "endpoints", lambda: catalog_from_client(admin, database)
+    )
+    snap = registry.reload()
+    for name in ("for_user", "also_bought"):
+        if name not in snap.endpoints:
+            errors = "; ".join(str(e) for e in snap.errors)
+            raise RuntimeError(f"endpoint {name!r} not loaded: {errors or 'file missing'}")
+    return registry
 
 
 class _EndpointCaller:
@@ -193,191 +574,6 @@ class _EndpointCaller:
         self.pool.shutdown()
         for client in self._clients:
             client.close()
-
-
-def evaluate(config: EvalConfig) -> EvalResult:
-    say = config.progress or (lambda _m: None)
-    from redpoll.datasets.online_retail import read_events, read_items
-
-    started = time.perf_counter()
-    events = read_events(config.dataset, limit=config.max_lines)
-    if config.until is not None:
-        stop = _ms(config.until)
-        events = [e for e in events if e["ts"] < stop]
-    items = read_items(config.dataset, limit=config.max_lines)
-    say(f"read {len(events)} events, {len(items)} items ({time.perf_counter() - started:.1f} s)")
-
-    work = Path(tempfile.mkdtemp(prefix="redpoll-eval-", dir=config.work_dir))
-    try:
-        return _run(config, events, items, work, say, started)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> Store:
-    store = Store.open_scratch(
-        config.project_dir, work / "data", "redpoll_eval", "redpoll evaluate"
-    )
-    store.migrations().up()
-    admin, target = store.admin, store.target
-    # the data set is years old: keep its history (see the module docstring)
-    admin.command(f"ALTER TABLE {target.database}.trending REMOVE TTL")
-    columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
-    rows = [
-        [
-            i["item_id"],
-            i["title"],
-            i["category"],
-            i["brand"],
-            i["price"],
-            i["available"],
-            _EPOCH + dt.timedelta(milliseconds=i["updated_at"]),
-        ]
-        for i in items
-    ]
-    admin.insert(f"{target.database}.items", rows, column_names=columns)
-    return store
-
-
-def _run(
-    config: EvalConfig,
-    events: list[dict[str, Any]],
-    items: list[dict[str, Any]],
-    work: Path,
-    say: Callable[[str], None],
-    started: float,
-) -> EvalResult:
-    k = config.k
-    store = _setup_store(config, work, items)
-    target, admin = store.target, store.admin
-    registry = Registry(
-        config.project_dir / "endpoints", lambda: catalog_from_client(admin, target.database)
-    )
-    snap = registry.reload()
-    for name in ("for_user", "also_bought"):
-        if name not in snap.endpoints:
-            errors = "; ".join(str(e) for e in snap.errors)
-            raise RuntimeError(f"endpoint {name!r} not loaded: {errors or 'file missing'}")
-    views_left_out: list[str] = []
-    tables_left_out: list[str] = []
-    if not config.all_views:
-        views_left_out, tables_left_out = _drop_unread_views(
-            admin, target.database, registry, config
-        )
-        say(f"views no evaluated query reads, left out: {', '.join(views_left_out) or 'none'}")
-    writer = EventWriter(admin, target.database, views=config.project_dir)
-    caller = _EndpointCaller(lambda: store.new_client(readonly=True), registry, config.workers)
-    all_ids = [i["item_id"] for i in items] + [e["item_id"] for e in events]
-    base = Baselines(dict.fromkeys(all_ids))
-    acc = Accumulator()
-    counts: collections.Counter[str] = collections.Counter()
-    t_query = t_ingest = t_base = 0.0
-    width_ms = int(config.window_hours * 3_600_000)
-    fu_params = dict(config.for_user_params)
-    ab_params = dict(config.also_bought_params)
-    start_ms = _ms(config.start) if config.start else 0
-    windows = _merge_warmup(list(_windows(events, width_ms)), start_ms)
-    say(f"{len(windows)} windows of {config.window_hours:g} h")
-    last_report = time.perf_counter()
-    for n_window, window in enumerate(windows):
-        w_start = window[0]["ts"] // width_ms * width_ms
-        month = _month(w_start)
-        t0 = time.perf_counter()
-        base.start_window(w_start, month)
-        invoices = _invoices(window)
-        if w_start < start_ms:
-            invoices = []
-        elif config.sample_every > 1:
-            every = config.sample_every
-            invoices = [i for i in invoices if _stable_hash(i.order_id) % every == 0]
-
-        # 1. ask the endpoints, before anything of this window is stored
-        jobs: list[tuple[str, _Invoice, concurrent.futures.Future[list[str]]]] = []
-        t1 = time.perf_counter()
-        for inv in invoices:
-            now = _iso(inv.ts)
-            if inv.user_id:
-                # One call serves both lists: the ranking with exclude_purchased=false;
-                # the new-item list is that ranking without the user's purchases, which
-                # is what exclude_purchased=true returns (exclusion only filters, the
-                # scores do not depend on it; max_per_category is 0 here). The store
-                # holds exactly the purchases the baselines know (`known`).
-                known = base.user_known_item_ids(inv.user_id)
-                limit = min(100, k + len(known))
-                params = _for_user_params(fu_params, inv.user_id, limit, now, exclude=False)
-                jobs.append(("user", inv, caller.pool.submit(caller.call, "for_user", params)))
-            if len(inv.items) > 1:
-                params = {**ab_params, "item_id": inv.items[0], "limit": k, "now": now}
-                jobs.append(("item", inv, caller.pool.submit(caller.call, "also_bought", params)))
-        answers = [(mode, inv, fut.result()) for mode, inv, fut in jobs]
-        t_query += time.perf_counter() - t1
-
-        # 2. score endpoints and baselines against the true baskets
-        t2 = time.perf_counter()
-        for mode, inv, ranked in answers:
-            if mode == "item":
-                relevant = set(inv.items[1:])
-                acc.add("also_bought", "endpoint", month, score_list(ranked, relevant, k))
-                for method in BASELINES:
-                    rec = base.also_bought(method, inv.items[0], k)
-                    acc.add("also_bought", method, month, score_list(rec, relevant, k))
-                counts["also_bought_queries"] += 1
-                continue
-            # every purchase before this window, scored or not (what the store holds):
-            # "new to the user" is relative to all of them
-            known = base.user_known_item_ids(inv.user_id)
-            fresh = [i for i in ranked if i not in known][:k]
-            if len(fresh) < k and len(ranked) >= min(100, k + len(known)):
-                params = _for_user_params(fu_params, inv.user_id, k, _iso(inv.ts), exclude=True)
-                fresh = caller.call("for_user", params)
-                counts["for_user_second_calls"] += 1
-            for task, excl, rec in (
-                ("for_user_all", False, ranked[:k]),
-                ("for_user_new", True, fresh),
-            ):
-                relevant = {i for i in inv.items if not excl or i not in known}
-                if not relevant:
-                    continue
-                acc.add(task, "endpoint", month, score_list(rec, relevant, k))
-                for method in BASELINES:
-                    base_rec = base.for_user(method, inv.user_id, k, exclude_purchased=excl)
-                    acc.add(task, method, month, score_list(base_rec, relevant, k))
-                counts[f"{task}_queries"] += 1
-        t_base += time.perf_counter() - t2
-
-        # 3. ingest the window through the real writer
-        t3 = time.perf_counter()
-        _ingest(writer, window)
-        purchases = [
-            (e["user_id"], e["order_id"], e["item_id"])
-            for e in window
-            if e["event_type"] == "purchase"
-        ]
-        base.observe(w_start, purchases)
-        t_ingest += time.perf_counter() - t3
-        counts["events"] += len(window)
-        counts["invoices"] += len(invoices)
-        del t0
-        if time.perf_counter() - last_report > 15:
-            last_report = time.perf_counter()
-            say(
-                f"  {month} window {n_window + 1}/{len(windows)}: "
-                f"{counts['events']} events, query {t_query:.0f} s, ingest {t_ingest:.0f} s"
-            )
-    caller.close()
-    store.close()
-    timings = {
-        "total_s": round(time.perf_counter() - started, 1),
-        "query_s": round(t_query, 1),
-        "ingest_and_learn_s": round(t_ingest, 1),
-        "scoring_s": round(t_base, 1),
-    }
-    counts_out: dict[str, Any] = {
-        **counts,
-        "views_left_out": views_left_out,
-        "tables_left_out": tables_left_out,
-    }
-    return EvalResult(k, acc.table(), acc.series(), counts_out, timings)
 
 
 def _for_user_params(

@@ -31,6 +31,11 @@ Data source lookups are cached: the catalog (`system.columns`) is read once,
 and an unknown name re-reads it at most once per `datasource_refresh_s`, so a flood of
 unknown names costs one read per interval. `refresh()` re-reads it at once (after
 migrations).
+
+Clients come from the caller (docs/architecture.md): the service is given a factory
+(`Store.new_client`) and never connects itself. It takes one client for catalog reads
+(request threads, under its lock) and one per committer thread (chDB clients are not
+shared between threads), and closes them.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redpoll.clickhouse.client import connect, quote_identifier
+from redpoll.clickhouse.client import quote_identifier
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError
 from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
@@ -53,8 +58,11 @@ from redpoll.ingest.writer import EventWriter
 from redpoll.settings import SETTINGS
 
 if TYPE_CHECKING:
-    from redpoll.clickhouse.client import Client, Target
+    from collections.abc import Callable
+
+    from redpoll.clickhouse.client import Client
     from redpoll.settings import Settings
+    from redpoll.store import Store
 
 __all__ = ("MAX_FIRST_LINE", "IngestResult", "IngestService")
 
@@ -88,11 +96,15 @@ _Item = tuple[ValidatedBatch, "concurrent.futures.Future[None]", str | None]
 
 
 class _Committer:
-    """One thread and one client per data source; groups queued batches into one INSERT."""
+    """One thread and one client per data source; groups queued batches into one INSERT.
+
+    `client` is its own (used by its thread alone) and is closed by `close()`.
+    """
 
     def __init__(
         self,
-        target: Target,
+        client: Client,
+        database: str,
         datasource: DataSource,
         max_rows: int,
         state_dir: Path,
@@ -100,11 +112,11 @@ class _Committer:
     ) -> None:
         self.datasource = datasource
         self.max_rows = max_rows
-        self.client: Client = connect(target)
-        self.database = target.database
+        self.client = client
+        self.database = database
         self.writer = None
         if datasource.uses_landing:
-            journal = state_dir / f"{target.database}.{datasource.name}.inflight"
+            journal = state_dir / f"{database}.{datasource.name}.inflight"
             self.writer = EventWriter(
                 self.client, self.database, journal=journal, views=project_dir
             )
@@ -231,31 +243,42 @@ class IngestService:
 
     def __init__(
         self,
-        target: Target,
+        new_client: Callable[[], Client],
+        database: str,
         project_dir: Path,
         max_group_rows: int = 200_000,
         *,
         settings: Settings | None = None,
     ) -> None:
-        """`settings` gives the String length caps (`max_id_bytes`, `max_field_bytes`)
+        """`new_client` opens a read-write client the service then owns and closes
+        (`Store.new_client`); `database` is the one the data sources live in.
+        `settings` gives the String length caps (`max_id_bytes`, `max_field_bytes`)
         and `datasource_refresh_s`; without it, their defaults apply."""
-        self.target = target
+        self.new_client = new_client
+        self.database = database
         self.project_dir = project_dir
         self.max_group_rows = max_group_rows
         self.limits = Limits.from_settings(settings)
         self.refresh_s = (
             settings.datasource_refresh_s if settings is not None else _DEFAULT_REFRESH_S
         )
-        self._admin = connect(target)  # own client: discovery runs on request threads
+        self._admin = new_client()  # own client: discovery runs on request threads
         self._lock = threading.Lock()
         self._datasources: dict[str, DataSource] | None = None
         self._read_at = 0.0  # time.monotonic() of the last catalog read
         self._committers: dict[str, _Committer] = {}
 
+    @classmethod
+    def for_store(cls, store: Store, settings: Settings | None = None) -> IngestService:
+        """The service over `store`'s clients and database, for the project and limits of
+        `settings` (default: the store's own; an app sharing a store passes its own)."""
+        settings = settings if settings is not None else store.settings
+        return cls(store.new_client, store.target.database, settings.project_dir, settings=settings)
+
     def _read_catalog(self) -> dict[str, DataSource]:
         """Scan `system.columns` (caller holds `_lock`)."""
         self._datasources = discover_datasources(
-            self.project_dir, self._admin, self.target.database, self.limits
+            self.project_dir, self._admin, self.database, self.limits
         )
         self._read_at = time.monotonic()
         return self._datasources
@@ -314,13 +337,19 @@ class IngestService:
             if committer is None or committer.datasource != datasource:
                 if committer is not None:  # schema changed: one writer per table at a time
                     committer.close()
-                committer = _Committer(
-                    self.target,
-                    datasource,
-                    self.max_group_rows,
-                    self.project_dir / ".redpoll",
-                    self.project_dir,  # its materialized_views/: what repair and backfill rebuild
-                )
+                client = self.new_client()  # the committer thread's own
+                try:
+                    committer = _Committer(
+                        client,
+                        self.database,
+                        datasource,
+                        self.max_group_rows,
+                        self.project_dir / ".redpoll",
+                        self.project_dir,  # its materialized_views/: what repair/backfill rebuild
+                    )
+                except BaseException:
+                    client.close()
+                    raise
                 self._committers[datasource.name] = committer
             return committer
 

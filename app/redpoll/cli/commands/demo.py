@@ -69,7 +69,7 @@ def load_sample(settings: Any, sample_dir: Path) -> dict[str, Any]:
         events_body, info = _shifted(sample_dir / EVENTS_FILE, now_ms, "ts")
         if loaded == 0:
             items_body, _ = _shifted(sample_dir / ITEMS_FILE, now_ms, "updated_at")
-            service = IngestService(store.target, settings.project_dir, settings=settings)
+            service = IngestService.for_store(store, settings)
             try:
                 click.echo("loading the bundled Online Retail sample ...", err=True)
                 started = time.perf_counter()

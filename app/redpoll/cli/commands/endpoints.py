@@ -4,8 +4,11 @@ The catalog (tables and columns that endpoints may read) comes from the project'
 through the running server when it holds the embedded data directory (`open_backend`).
 `check` exits 1 and prints `file:line: message` for every broken file. `test` runs the
 fixtures in `endpoints/tests/<name>.yaml`: a list of cases with `params` and either
-`expected_rows` (the JSON `data`) or `expected_status`. Each case runs through the
-backend (`Backend.run_endpoint`): in this process, or as an HTTP call with `read_token`.
+`expected_rows` (the JSON `data`; optional `columns` and `tolerance`) or
+`expected_status` (docs/endpoints.md). With an `endpoints/tests/seed/` folder, the cases
+run in a scratch store loaded from it (`open_scratch_backend`); otherwise, or with
+`--against-store`, through the project's backend: in this process, or as an HTTP call
+with `read_token`. Either way each case goes through `Backend.run_endpoint`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import click
 
-from redpoll.cli._backend import Backend, open_backend
+from redpoll.cli._backend import Backend, open_backend, open_scratch_backend
 from redpoll.cli._context import load, project_option
 from redpoll.endpoints.compiler import render as render_endpoint
 from redpoll.endpoints.loader import iter_endpoint_files, load_endpoint
@@ -130,8 +133,18 @@ def render_cmd(project_dir: str | None, name: str, pairs: tuple[str, ...]) -> No
 @endpoints.command("test")
 @project_option
 @click.argument("names", nargs=-1)
-def test_cmd(project_dir: str | None, names: tuple[str, ...]) -> None:
-    """Run endpoints/tests/<name>.yaml fixtures against the configured store."""
+@click.option(
+    "--against-store",
+    is_flag=True,
+    help="Run against the configured store (or the running server) even when "
+    "endpoints/tests/seed/ exists.",
+)
+def test_cmd(project_dir: str | None, names: tuple[str, ...], against_store: bool) -> None:
+    """Run endpoints/tests/<name>.yaml fixtures.
+
+    With an endpoints/tests/seed/ folder, they run in a throwaway store loaded from it;
+    otherwise (or with --against-store) against the configured store.
+    """
     import yaml
 
     settings = load(project_dir)
@@ -139,10 +152,23 @@ def test_cmd(project_dir: str | None, names: tuple[str, ...]) -> None:
     files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     if names:
         files = [f for f in files if f.stem in names]
+    seed = folder / "seed"
+    scratch = seed.is_dir() and not against_store
     failures = total = 0
-    with open_backend(settings, "redpoll endpoints test") as backend:
+    opened = (
+        open_scratch_backend(settings, "redpoll endpoints test")
+        if scratch
+        else open_backend(settings, "redpoll endpoints test")
+    )
+    with opened as backend:
+        if scratch:
+            _load_seed(backend, seed)
         for path in files:
-            for case in yaml.safe_load(path.read_text()) or []:
+            try:
+                cases = yaml.safe_load(path.read_text()) or []
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from exc
+            for case in cases:
                 total += 1
                 label = f"{path.stem}: {case.get('name', total)}"
                 status, data = backend.run_endpoint(path.stem, case.get("params") or {})
@@ -157,10 +183,62 @@ def test_cmd(project_dir: str | None, names: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+def _load_seed(backend: Backend, seed: Path) -> None:
+    """Ingest every seed/<datasource>.ndjson through the normal ingestion path."""
+    files = sorted(seed.glob("*.ndjson"))
+    for path in files:
+        result = backend.ingest(path.stem, path.read_bytes())
+        if result.get("quarantined_rows"):
+            raise ConfigError(
+                f"{path}: {result['quarantined_rows']} row(s) quarantined "
+                f"(see the {path.stem}_quarantine table's errors)"
+            )
+    loaded = ", ".join(p.name for p in files) or "no .ndjson files"
+    click.echo(f"(scratch store seeded from {seed}: {loaded})", err=True)
+
+
 def _compare(case: dict[str, Any], status: int, data: Any) -> str:
+    """Why the answer differs from the case ("" when it matches).
+
+    `columns`: compare only these columns of each row. `tolerance`: numbers match when
+    they differ by at most this much (default 0: exact).
+    """
     expected_status = case.get("expected_status", 200)
     if status != expected_status:
         return f"status {status} != {expected_status} ({data})"
-    if "expected_rows" in case and data != case["expected_rows"]:
-        return f"rows {data} != {case['expected_rows']}"
+    if "expected_rows" not in case:
+        return ""
+    expected = case["expected_rows"]
+    columns = case.get("columns")
+    actual = data
+    if columns and isinstance(data, list):
+        actual = [{c: row.get(c) for c in columns} for row in data if isinstance(row, dict)]
+    if not isinstance(actual, list) or len(actual) != len(expected):
+        count = len(actual) if isinstance(actual, list) else "no"
+        return f"{count} rows, expected {len(expected)}: got {actual}"
+    tolerance = float(case.get("tolerance", 0))
+    for index, (got, want) in enumerate(zip(actual, expected, strict=True)):
+        if not _matches(got, want, tolerance):
+            return f"row {index + 1}: got {got}, expected {want}"
     return ""
+
+
+def _matches(got: Any, want: Any, tolerance: float) -> bool:
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(_matches(got[k], want[k], tolerance) for k in want)
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(_matches(g, w, tolerance) for g, w in zip(got, want, strict=True))
+        )
+    numbers = (int, float)
+    if isinstance(want, numbers) and isinstance(got, numbers):
+        if isinstance(want, bool) or isinstance(got, bool):
+            return got == want
+        return abs(got - want) <= tolerance
+    return bool(got == want)

@@ -72,7 +72,7 @@ def kafka_command(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with Store.open(settings, "redpoll ingest kafka") as store:
-        service = IngestService(store.target, settings.project_dir, settings=settings)
+        service = IngestService.for_store(store, settings)
         try:
             service.open_writers()  # crash repair (journal) before the first batch, as serve
             ingestors = KafkaIngestors(
