@@ -1,6 +1,6 @@
 """A real Kafka-protocol broker for tests and benchmarks, in its own process.
 
-No Kafka or Redpanda can be installed on the project's machines (PLATFORM.md), so tests use
+No Kafka or Redpanda can be installed on the project's machines, so tests use
 librdkafka's built-in mock cluster, the one bundled in the `confluent-kafka` wheel. It
 speaks the Kafka protocol (produce, fetch, consumer groups, offset commits) on a real TCP
 port. It runs in a separate process (`python -m redpoll.testing_kafka`) so that the test

@@ -21,6 +21,7 @@ from litestar.testing import TestClient
 
 from redpoll.app import create_app
 from redpoll.clickhouse.client import Client, ClientPool, DatabaseError, Target, connect
+from redpoll.clickhouse.errors import ERROR_CODES
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
 from tests.support.api import assert_error, copy_endpoints, make_products
@@ -210,3 +211,9 @@ def test_heavy_q_cannot_take_the_ordinary_clients(
         # one heavy client: the others wait HEAVY_QUEUE_S and get 429 (or the first 408)
         assert 429 in statuses and 500 not in statuses, statuses
         assert latencies and max(latencies) < 1.5, latencies
+
+
+def test_classified_error_names_are_clickhouses_own(admin_client: Client) -> None:
+    """`clickhouse/errors.py` matches errors by name: each name must be the engine's."""
+    for name, code in ERROR_CODES.items():
+        assert admin_client.command(f"SELECT errorCodeToName({code})") == name

@@ -1,6 +1,6 @@
 """`/v0/pipes`: endpoint files served over HTTP, wire-compatible with Tinybird's pipes API.
 
-The controller only adapts HTTP to `redpoll.endpoints` (STYLE 1): it collects the
+The controller only adapts HTTP to `redpoll.endpoints`: it collects the
 parameters (query string, form or JSON body) and hands rendering and the query to a lane
 (`endpoints/lanes.py`: ordinary and `q=` calls have separate clients, threads and
 deadlines). The lane renders in a worker thread (sqlglot may take a while over a `q`)

@@ -155,8 +155,9 @@ class PoolExhausted(Exception):
 class ClientPool:
     """A fixed number of clients, one borrowed per call, so no client is shared by two threads.
 
-    chDB clients must not be used from two threads at once for parameterized queries
-    (PLATFORM.md); a pool of N clients on the same path gives N-way concurrency safely.
+    chDB clients must not be used from two threads at once for parameterized queries (a
+    race on query parameters was observed with 4 threads); a pool of N clients on the same
+    path gives N-way concurrency safely.
 
     A client whose call raised is closed and replaced, never reused: a chDB connection
     keeps the unread output of a failed query and prepends it to the next answer (the

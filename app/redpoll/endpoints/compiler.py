@@ -1,4 +1,4 @@
-"""Compile endpoint templates once, render them per request (STYLE "For Redpoll" 5).
+"""Compile endpoint templates once, render them per request.
 
 `compile_endpoint` turns a file's text into an `Endpoint`: it parses the Jinja template,
 lists its parameters from the template's syntax tree, renders it twice at load time (with

@@ -14,7 +14,7 @@ statements, templated like every migration (`{{ database }}`, `{{ on_cluster }}`
 4. `<ds>_kafka_errors_mv`: bad messages into the quarantine table, `line` = offset and
    `column` = `@<topic>/<partition>/<offset>` (same convention as the embedded consumer).
 
-chDB cannot run the Kafka engine (PLATFORM.md), so this SQL is tested by parsing it and by
+chDB cannot run the Kafka engine (docs/kafka.md), so this SQL is tested by parsing it and by
 running its views against a stand-in table with the same virtual columns.
 Credentials never go into the migration: put them in the ClickHouse server's `<kafka>`
 configuration (or a named collection).
