@@ -57,13 +57,12 @@ def read_limits(settings: Settings, target: Target, *, heavy: bool = False) -> d
         "max_rows_to_read": settings.query_max_rows_to_read,
         "max_bytes_to_read": settings.query_max_bytes_to_read,
         "read_overflow_mode": "throw",
+        # ClickHouse pauses a running query (between blocks) while one of a smaller
+        # priority number runs; 0 would mean "no priority", so ordinary calls take 1
+        "priority": 10 if heavy else 1,
     }
-    # ClickHouse pauses a running query (between blocks) while one of a smaller priority
-    # number runs; 0 would mean "no priority", so ordinary calls take 1
-    caps["priority"] = 1
     if heavy:
         caps["max_threads"] = settings.heavy_query_threads
-        caps["priority"] = 10
     if not target.embedded:
         # buffer the whole answer on the server: an error mid-way becomes an HTTP error,
         # never a 200 with a truncated body

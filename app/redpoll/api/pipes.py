@@ -30,11 +30,11 @@ from redpoll.api.auth import admin_guard, read_guard
 from redpoll.api.openapi import openapi_document
 from redpoll.api.state import app_state
 from redpoll.endpoints.compiler import RESERVED_PARAMS
-from redpoll.endpoints.executor import FORMATS, prepare
+from redpoll.endpoints.executor import FORMATS, check_q_size, prepare
 from redpoll.endpoints.lanes import HEAVY_QUEUE_S, Lane, QueryLanes
 from redpoll.endpoints.loader import catalog_from_client, q_functions_from_client
 from redpoll.endpoints.registry import Registry
-from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
+from redpoll.errors import ConfigError, EndpointNotFound, ParameterError
 
 if TYPE_CHECKING:
     from redpoll.endpoints.executor import Query
@@ -143,8 +143,8 @@ class PipesController(Controller):
         q_text = str(q[-1] if isinstance(q, list) else q) if q else None
         quote = params.get("output_format_json_quote_64bit_integers", "1")
         settings = wiring.settings
-        if q_text is not None and len(q_text) > settings.max_q_bytes:  # chars <= bytes
-            raise PayloadTooLarge(f"q is longer than {settings.max_q_bytes} bytes")
+        if q_text is not None:  # before the heavy lane: an oversized q never queues
+            check_q_size(q_text, settings.max_q_bytes)
         template_params = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
         quote_64bit = _flag(quote, "output_format_json_quote_64bit_integers")
 
@@ -155,7 +155,6 @@ class PipesController(Controller):
                 fmt=ext,
                 q=q_text,
                 q_functions=wiring.q_functions,
-                max_q_bytes=settings.max_q_bytes,
                 quote_64bit=quote_64bit,
                 default_timeout=settings.query_timeout_s,
                 default_max_rows=settings.max_result_rows,

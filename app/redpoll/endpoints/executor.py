@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
     from redpoll.endpoints.model import Endpoint, FunctionSet, Rendered
 
-__all__ = ("FORMATS", "Query", "execute", "prepare")
+__all__ = ("FORMATS", "Query", "check_q_size", "execute", "prepare")
 
 FORMATS: Mapping[str, tuple[str, str]] = {
     "json": ("JSON", "application/json"),
@@ -53,6 +53,12 @@ class Query:
         self.marker = marker
 
 
+def check_q_size(q: str, max_bytes: int) -> None:
+    """413 for a `q` longer than `max_bytes` UTF-8 bytes (checked before it is parsed)."""
+    if len(q) > max_bytes or len(q.encode()) > max_bytes:  # chars <= bytes: cheap first
+        raise PayloadTooLarge(f"q is longer than {max_bytes} bytes")
+
+
 def prepare(
     endpoint: Endpoint,
     params: Mapping[str, Any],
@@ -60,7 +66,6 @@ def prepare(
     fmt: str = "json",
     q: str | None = None,
     q_functions: FunctionSet | None = None,
-    max_q_bytes: int = 8192,
     quote_64bit: bool = True,
     default_timeout: float = 10.0,
     default_max_rows: int = 100_000,
@@ -72,14 +77,9 @@ def prepare(
     Args:
         q_functions: the functions `q` may call (required with `q`).
         session_caps: the client already has the default caps as session settings.
-
-    Raises:
-        PayloadTooLarge: `q` is longer than `max_q_bytes`.
     """
     if fmt not in FORMATS:
         raise ParameterError(f"Unsupported format '{fmt}': use one of {sorted(FORMATS)}")
-    if q is not None and len(q.encode()) > max_q_bytes:
-        raise PayloadTooLarge(f"q is longer than {max_q_bytes} bytes")
     rendered: Rendered = render(endpoint, params)
     if q:
         if q_functions is None:

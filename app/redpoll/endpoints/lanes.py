@@ -16,7 +16,6 @@ worker thread ends when ClickHouse gives up, and its client is replaced (`Client
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from redpoll.endpoints.executor import Query
 
 __all__ = ("Lane", "QueryLanes")
-
-log = logging.getLogger("redpoll.endpoints.lanes")
 
 #: Seconds past `max_execution_time` before the caller gets 408 and the query is killed.
 DEADLINE_GRACE_S = 0.5
