@@ -17,7 +17,6 @@ Data: ../shared/data/online-retail (CC BY 4.0, Chen, Sain & Guo 2012).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import httpx
 import msgspec
 
 from redpoll.datasets.online_retail import read_events
-from redpoll.testing import run_cli, run_server
+from redpoll.testing import copy_project, run_cli, run_server
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
@@ -73,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "bench"
         project.mkdir()
-        for folder in ("sql", "materialized_views", "migrations"):
-            shutil.copytree(REPO / folder, project / folder)
+        copy_project(REPO, project, ("sql", "materialized_views", "migrations"))
         assert run_cli(project, "migrate", "up").returncode == 0
         env = {"REDPOLL_ADMIN_TOKEN": TOKEN}
         with run_server(project, env=env) as server:

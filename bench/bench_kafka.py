@@ -39,6 +39,7 @@ from redpoll.kafka.bindings import load_bindings
 from redpoll.kafka.consumer import KafkaIngestor
 from redpoll.settings import load_settings
 from redpoll.store import Store
+from redpoll.testing import copy_project
 from redpoll.testing_kafka import MockKafka
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,8 +98,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     project = tmp / "shop"
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO / folder, project / folder)
+    copy_project(REPO, project, ("sql", "materialized_views", "migrations"))
     (project / "kafka").mkdir()
     (project / "kafka" / "events.toml").write_text(
         'topic = "events"\ngroup = "bench"\nbatch_rows = 50000\nbatch_ms = 200\n'

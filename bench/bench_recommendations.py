@@ -23,7 +23,6 @@ import argparse
 import concurrent.futures
 import json
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from redpoll.testing import run_server
+from redpoll.testing import copy_project, run_server
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
@@ -239,8 +238,7 @@ def main() -> int:
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "bench"
-        for folder in ("sql", "migrations", "endpoints", "materialized_views"):
-            shutil.copytree(REPO / folder, project / folder)
+        copy_project(REPO, project, ("sql", "migrations", "endpoints", "materialized_views"))
         child = subprocess.run(
             [
                 sys.executable,

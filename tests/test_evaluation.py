@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 from redpoll.cli.main import cli
 from redpoll.evaluation.metrics import score_list
 from redpoll.evaluation.replay import EvalConfig, evaluate
+from redpoll.testing import copy_project
 from tests.support.paths import REPO_ROOT
 
 HEADER = [
@@ -49,8 +49,7 @@ def test_metrics_by_hand() -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for folder in ("sql", "migrations", "endpoints"):
-        shutil.copytree(REPO_ROOT / folder, tmp_path / "project" / folder)
+    copy_project(REPO_ROOT, tmp_path / "project", ("sql", "migrations", "endpoints"))
     return tmp_path / "project"
 
 

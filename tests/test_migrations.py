@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from redpoll.errors import MigrationError
 from redpoll.migrations.files import discover, render_statements, template_variables
 from redpoll.migrations.generate import created_objects, drift, new_from_files
 from redpoll.migrations.runner import LOCK_TABLE, MigrationRunner, new_migration
+from redpoll.testing import copy_project
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -167,8 +167,7 @@ AS SELECT item_id, count() AS n FROM {{ database }}.events GROUP BY item_id;
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
+    copy_project(REPO, tmp_path, ("sql", "materialized_views", "migrations"))
     return tmp_path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from litestar.testing import TestClient
 from redpoll.app import create_app
 from redpoll.settings import Settings
 from redpoll.store import Store
+from redpoll.testing import copy_project
 from tests.support.paths import REPO_ROOT
 
 H = 3_600_000
@@ -104,8 +104,7 @@ def ndjson(rows: list[dict[str, Any]]) -> str:
 
 @pytest.fixture
 def recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
-    for folder in ("sql", "migrations", "endpoints"):
-        shutil.copytree(REPO_ROOT / folder, project_dir / folder, dirs_exist_ok=True)
+    copy_project(REPO_ROOT, project_dir, ("sql", "migrations", "endpoints"), exist_ok=True)
     store.migrations().up()
     with TestClient(app=create_app(settings, store=store)) as client:
         catalog = [

@@ -4,7 +4,6 @@ and that nothing in app/ writes a view's SQL or the events columns a second time
 from __future__ import annotations
 
 import ast
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from redpoll.errors import ConfigError
 from redpoll.ingest.writer import check_view
 from redpoll.materialized import load_views, schema_files, table_columns
+from redpoll.testing import copy_project
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app" / "redpoll"
@@ -29,8 +29,7 @@ AS SELECT item_id, orders FROM {{ database }}.basket_pairs WHERE other_item_id =
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for folder in ("sql", "materialized_views"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
+    copy_project(REPO, tmp_path, ("sql", "materialized_views"))
     return tmp_path
 
 

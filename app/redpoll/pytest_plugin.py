@@ -29,7 +29,6 @@ a data directory of their own.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ import pytest
 from redpoll.clickhouse.client import Client, Target, connect, parse_url, quote_identifier
 from redpoll.settings import load_settings
 from redpoll.store import Store
-from redpoll.testing import AdminSQL, RunningServer, run_cli, run_server
+from redpoll.testing import AdminSQL, RunningServer, copy_project, run_cli, run_server
 
 if TYPE_CHECKING:
     from redpoll.testing_kafka import MockKafka
@@ -88,10 +87,6 @@ def redpoll_admin(redpoll_target: Target) -> Iterator[Client]:
     client.close()
 
 
-#: What a project is made of (copied into each test's own folder).
-PROJECT_PARTS = ("sql", "materialized_views", "endpoints", "migrations", "kafka", "redpoll.toml")
-
-
 @pytest.fixture(scope="session")
 def redpoll_project_source(pytestconfig: pytest.Config) -> Path | None:
     """The project under test: `REDPOLL_PROJECT_DIR`, else pytest's rootdir when it holds
@@ -112,14 +107,7 @@ def redpoll_project(tmp_path: Path, redpoll_project_source: Path | None) -> Path
         if result.returncode != 0:
             raise RuntimeError(f"redpoll init failed: {result.stderr}")
         return root
-    root.mkdir()
-    for part in PROJECT_PARTS:
-        source = redpoll_project_source / part
-        if source.is_dir():
-            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.is_file():
-            shutil.copy2(source, root / part)
-    return root
+    return copy_project(redpoll_project_source, root)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,33 @@ from typing import Any
 
 import httpx
 
-__all__ = ("AdminSQL", "RunningServer", "free_port", "run_cli", "run_server")
+__all__ = (
+    "PROJECT_PARTS",
+    "AdminSQL",
+    "RunningServer",
+    "copy_project",
+    "free_port",
+    "run_cli",
+    "run_server",
+)
+
+#: What a project is made of (folders and its settings file).
+PROJECT_PARTS = ("sql", "materialized_views", "endpoints", "migrations", "kafka", "redpoll.toml")
+
+
+def copy_project(
+    source: Path, dest: Path, parts: tuple[str, ...] = PROJECT_PARTS, *, exist_ok: bool = False
+) -> Path:
+    """Copy the `parts` of the project at `source` that exist into `dest`; returns `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    skip = shutil.ignore_patterns("__pycache__")
+    for part in parts:
+        path = source / part
+        if path.is_dir():
+            shutil.copytree(path, dest / part, dirs_exist_ok=exist_ok, ignore=skip)
+        elif path.is_file():
+            shutil.copy2(path, dest / part)
+    return dest
 
 
 def free_port() -> int:

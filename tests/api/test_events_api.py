@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import shutil
 import threading
 import tracemalloc
 import zlib
@@ -25,6 +24,7 @@ from redpoll.ingest.validate import parse_body, validate_rows
 from redpoll.ingest.writer import backfill
 from redpoll.settings import Settings
 from redpoll.store import Store
+from redpoll.testing import copy_project
 from tests.support.api import assert_error_envelope
 from tests.support.paths import REPO_ROOT
 from tests.support.views import VIEWS, observed
@@ -60,8 +60,7 @@ GOOD_ROW = {
 @pytest.fixture
 def shop(project_dir: Path, store: Store) -> Path:
     """The repository's own data sources and migrations, plus an all-types source."""
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project_dir / folder, dirs_exist_ok=True)
+    copy_project(REPO_ROOT, project_dir, ("sql", "materialized_views", "migrations"), exist_ok=True)
     (project_dir / "sql" / "all_types.sql").write_text(ALL_TYPES)
     (project_dir / "migrations" / "0900_all_types.sql").write_text(ALL_TYPES)
     store.migrations().up()

@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
 from redpoll.materialized import load_views
-from redpoll.testing import run_cli
+from redpoll.testing import copy_project, run_cli
 from tests.support.paths import REPO_ROOT
 
 #: distinct buyers per item; no recompute block: its SELECT reads only `events`, so
@@ -93,8 +92,7 @@ def table(project: Path) -> dict[str, int]:
 
 def test_an_analyst_adds_a_view_with_commands_only(tmp_path: Path) -> None:
     project = tmp_path / "shop"
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project / folder)
+    copy_project(REPO_ROOT, project, ("sql", "materialized_views", "migrations"))
     (project / "endpoints" / "tests").mkdir(parents=True)
     before = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()

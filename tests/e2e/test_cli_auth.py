@@ -9,13 +9,12 @@ token is what is sent, not only the server's admin token).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
-from redpoll.testing import run_cli, run_server
+from redpoll.testing import copy_project, run_cli, run_server
 from tests.support.paths import REPO_ROOT
 
 TOKENS = {"REDPOLL_READ_TOKEN": "read-secret", "REDPOLL_APPEND_TOKEN": "append-secret"}
@@ -50,8 +49,7 @@ FIXTURE = """- name: counts
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "shop"
     root.mkdir()
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, root / folder)
+    copy_project(REPO_ROOT, root, ("sql", "materialized_views", "migrations"))
     (root / "endpoints" / "tests").mkdir(parents=True)
     (root / "endpoints" / "purchases.sql").write_text(ENDPOINT)
     (root / "endpoints" / "tests" / "purchases.yaml").write_text(FIXTURE)

@@ -17,7 +17,6 @@ import functools
 import gzip
 import json
 import random
-import shutil
 import threading
 import time
 import zlib
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from redpoll.testing import AdminSQL, RunningServer, run_cli, run_server
+from redpoll.testing import AdminSQL, RunningServer, copy_project, run_cli, run_server
 from tests.support.paths import REPO_ROOT
 from tests.support.views import VIEWS, observed
 
@@ -209,8 +208,7 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
 ) -> None:
     project = tmp_path / "shop"
     project.mkdir()
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project / folder)
+    copy_project(REPO_ROOT, project, ("sql", "materialized_views", "migrations"))
     assert run_cli(project, "migrate", "up").returncode == 0
     for statement in BOOM_VIEW:
         assert run_cli(project, "sql", statement).returncode == 0
@@ -292,8 +290,7 @@ def test_load_through_a_running_server_sends_chunks_below_its_body_limit(tmp_pat
     used to go out as one 20 MB chunk."""
     project = tmp_path / "shop"
     project.mkdir()
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project / folder)
+    copy_project(REPO_ROOT, project, ("sql", "materialized_views", "migrations"))
     assert run_cli(project, "migrate", "up").returncode == 0
     rnd = random.Random(3)
     rows = [event(rnd, event_id=f"big-{i}", properties="p" * 10_000) for i in range(2000)]

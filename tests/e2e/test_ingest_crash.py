@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from redpoll.testing import AdminSQL, run_cli, run_server
+from redpoll.testing import AdminSQL, copy_project, run_cli, run_server
 from tests.support.paths import REPO_ROOT
 from tests.support.views import oracle
 
@@ -46,8 +45,7 @@ def make_events(n: int, seed: int) -> list[dict]:
 def test_kill_dash_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     project.mkdir()
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project / folder)
+    copy_project(REPO_ROOT, project, ("sql", "materialized_views", "migrations"))
     assert run_cli(project, "migrate", "up").returncode == 0
 
     acked: list[dict] = []

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from redpoll.testing import run_cli, run_server
+from redpoll.testing import copy_project, run_cli, run_server
 from tests.support.paths import REPO_ROOT
 
 EVENTS = [
@@ -39,8 +38,7 @@ def sql(project: Path, query: str) -> list[str]:
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "shop"
     root.mkdir()
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, root / folder)
+    copy_project(REPO_ROOT, root, ("sql", "materialized_views", "migrations"))
     assert run_cli(root, "migrate", "up").returncode == 0
     return root
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ import pytest
 
 from redpoll.kafka.bindings import load_bindings
 from redpoll.kafka.lag import GroupLag
-from redpoll.testing import AdminSQL, free_port, run_cli, run_server
+from redpoll.testing import AdminSQL, copy_project, free_port, run_cli, run_server
 from redpoll.testing_kafka import MockKafka
 from tests.support.kafka import Stream, properties_toml, wait_for
 from tests.support.paths import REPO_ROOT
@@ -119,8 +118,7 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
     print(f"REDPOLL_TEST_SEED={SEED}")
     rnd = random.Random(SEED)
     project = tmp_path / "shop"
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project / folder)
+    copy_project(REPO_ROOT, project, ("sql", "materialized_views", "migrations"))
     (project / "kafka").mkdir()
     binding_text = (REPO_ROOT / "kafka" / "events.toml").read_text()
     (project / "kafka" / "events.toml").write_text(binding_text + properties_toml())

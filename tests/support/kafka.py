@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from redpoll.testing import copy_project
 from tests.support.paths import REPO_ROOT
 from tests.support.views import BASE_MS
 
@@ -35,8 +35,7 @@ def properties_toml(properties: dict[str, str] | None = None) -> str:
 
 def write_project(project: Path, topic: str, **binding: Any) -> Path:
     project.mkdir(parents=True, exist_ok=True)
-    for folder in ("sql", "materialized_views", "migrations"):
-        shutil.copytree(REPO_ROOT / folder, project / folder, dirs_exist_ok=True)
+    copy_project(REPO_ROOT, project, ("sql", "materialized_views", "migrations"), exist_ok=True)
     (project / "kafka").mkdir(exist_ok=True)
     lines = [f'topic = "{topic}"', f'group = "g-{topic}"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in binding.items()]
