@@ -17,7 +17,7 @@ from typing import Any
 
 from redpoll.errors import ConfigError
 
-__all__ = ("SETTINGS", "Setting", "Settings", "load_settings")
+__all__ = ("SETTINGS", "Setting", "Settings", "load_settings", "setting_default")
 
 ENV_PREFIX = "REDPOLL_"
 TOML_NAME = "redpoll.toml"
@@ -157,6 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting_default(name: str) -> Any:
+    """The default of setting `name`, for code that runs without `Settings`."""
+    return _BY_NAME[name].default
 
 
 def _convert(setting: Setting, raw: Any, source: str) -> Any:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from redpoll.settings import SETTINGS
+from redpoll.settings import setting_default
 
 if TYPE_CHECKING:
     from redpoll.settings import Settings
@@ -68,16 +68,12 @@ _DECIMAL_PRECISION = {"Decimal32": 9, "Decimal64": 18, "Decimal128": 38, "Decima
 _json_encode = msgspec.json.Encoder().encode
 
 
-def _setting_default(name: str) -> Any:
-    return next(s.default for s in SETTINGS if s.name == name)
-
-
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """Length caps of ingested String values; defaults are the settings' defaults."""
 
-    max_id_bytes: int = _setting_default("max_id_bytes")
-    max_field_bytes: int = _setting_default("max_field_bytes")
+    max_id_bytes: int = setting_default("max_id_bytes")
+    max_field_bytes: int = setting_default("max_field_bytes")
 
     @classmethod
     def from_settings(cls, settings: Settings | None) -> Limits:

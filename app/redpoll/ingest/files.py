@@ -23,13 +23,13 @@ from typing import IO, Any, cast
 import msgspec
 
 from redpoll.errors import ConfigError
-from redpoll.settings import SETTINGS
+from redpoll.settings import setting_default
 
 __all__ = ("FORMATS", "MAX_CHUNK_BYTES", "detect_format", "read_chunks")
 
 FORMATS = ("csv", "ndjson", "parquet")
 #: Default chunk size cap: half the default `max_body_bytes` of a server.
-MAX_CHUNK_BYTES: int = next(s.default for s in SETTINGS if s.name == "max_body_bytes") // 2
+MAX_CHUNK_BYTES: int = setting_default("max_body_bytes") // 2
 _encode = msgspec.json.Encoder().encode
 
 

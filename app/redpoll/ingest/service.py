@@ -55,7 +55,7 @@ from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
 from redpoll.ingest.validate import ValidatedBatch, parse_body, validate_rows
 from redpoll.ingest.writer import EventWriter
-from redpoll.settings import SETTINGS
+from redpoll.settings import setting_default
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -69,7 +69,7 @@ __all__ = ("MAX_FIRST_LINE", "IngestResult", "IngestService")
 log = logging.getLogger("redpoll.ingest")
 #: Largest first line number of a body (quarantine `line` is UInt64; far below it).
 MAX_FIRST_LINE = 10**15
-_DEFAULT_REFRESH_S: float = next(s.default for s in SETTINGS if s.name == "datasource_refresh_s")
+_DEFAULT_REFRESH_S: float = setting_default("datasource_refresh_s")
 
 
 @dataclasses.dataclass(frozen=True)
