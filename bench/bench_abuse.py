@@ -43,7 +43,14 @@ from redpoll.testing import AdminSQL, RunningServer, run_cli, run_server
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "abuse-bench-admin"
-SERVER_ENV = {"REDPOLL_ADMIN_TOKEN": ADMIN_TOKEN, "REDPOLL_LOG_LEVEL": "warning"}
+#: readers and abusers alike call with a PIPES:READ token, as apps on the internet do
+READ_TOKEN = "abuse-bench-read"
+READ_HEADERS = {"Authorization": f"Bearer {READ_TOKEN}"}
+SERVER_ENV = {
+    "REDPOLL_ADMIN_TOKEN": ADMIN_TOKEN,
+    "REDPOLL_READ_TOKEN": READ_TOKEN,
+    "REDPOLL_LOG_LEVEL": "warning",
+}
 REQUIRED_KEYS = {"meta", "data", "rows", "statistics"}
 OPTIONAL_KEYS = {"rows_before_limit_at_least"}
 ABUSED_PIPE = "/v0/pipes/trending.json"
@@ -157,7 +164,7 @@ def ordinary_calls(url: str) -> list[str]:
 def reference_answers(url: str, calls: list[str]) -> dict[str, Any]:
     """`data` of each call on the quiet server (called twice: it must be deterministic)."""
     out: dict[str, Any] = {}
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with httpx.Client(base_url=url, timeout=60, headers=READ_HEADERS) as http:
         for call in calls:
             first, second = http.get(call), http.get(call)
             if first.status_code != 200 or second.status_code != 200:
@@ -219,7 +226,7 @@ def _reader(
     out: PhaseStats,
 ) -> None:
     rng = random.Random(seed)
-    with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as http:
+    with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S, headers=READ_HEADERS) as http:
         while not stop.is_set():
             call = rng.choice(calls)
             started = time.perf_counter()
@@ -241,7 +248,7 @@ def _reader(
 def _abuser(url: str, seed: int, pause_s: float, stop: threading.Event, out: PhaseStats) -> None:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
     i = seed
-    with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S) as http:
+    with httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT_S, headers=READ_HEADERS) as http:
         while not stop.is_set():
             kind, q = ABUSE[i % len(ABUSE)]
             i += 1

@@ -32,10 +32,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from redpoll.app import create_app
 from redpoll.settings import Settings
 from redpoll.store import Store
 from redpoll.testing import copy_project
+from tests.support.api import api_client
 from tests.support.paths import REPO_ROOT
 
 H = 3_600_000
@@ -106,7 +106,7 @@ def ndjson(rows: list[dict[str, Any]]) -> str:
 def recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
     copy_project(REPO_ROOT, project_dir, ("sql", "migrations", "endpoints"), exist_ok=True)
     store.migrations().up()
-    with TestClient(app=create_app(settings, store=store)) as client:
+    with api_client(settings, store) as client:
         catalog = [
             {
                 "item_id": i,

@@ -3,7 +3,7 @@
 Wiring (docs/architecture.md): the app's resources live on one typed `AppState`
 (`api/state.py`), read by handlers through `app_state`. They are opened by Litestar
 lifespan context managers, entered in the order of `LIFESPAN` and left in reverse:
-the store, then endpoints (registry and query lanes), ingestion, Kafka consumers. A new
+the store, then tokens, endpoints (registry and query lanes), ingestion, Kafka consumers. A new
 feature adds its controller to `ROUTE_HANDLERS` and, if it holds a resource, a field on
 `AppState` and a lifespan here.
 """
@@ -26,8 +26,12 @@ from redpoll.api.events import EventsController, ingest_lifespan
 from redpoll.api.health import HealthController
 from redpoll.api.kafka_status import KafkaStatusController, kafka_lifespan
 from redpoll.api.middleware import add_request_id
+from redpoll.api.openapi import openapi_config
 from redpoll.api.pipes import EndpointsAdminController, PipesController, endpoints_lifespan
+from redpoll.api.rate_limits import RateLimits, add_rate_limit_headers
+from redpoll.api.security import add_security_headers, cors_config, limit_request_target
 from redpoll.api.state import STATE_KEY, AppState, app_state
+from redpoll.api.tokens import TokensController, tokens_lifespan
 from redpoll.store import Store
 
 if TYPE_CHECKING:
@@ -44,12 +48,13 @@ ROUTE_HANDLERS: list[Any] = [
     EndpointsAdminController,
     EventsController,
     KafkaStatusController,
+    TokensController,
 ]
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
 #: After the store (opened first by `create_app`'s own lifespan), in this order.
-LIFESPAN: list[Lifespan] = [endpoints_lifespan, ingest_lifespan, kafka_lifespan]
+LIFESPAN: list[Lifespan] = [tokens_lifespan, endpoints_lifespan, ingest_lifespan, kafka_lifespan]
 
 
 def create_app(
@@ -61,7 +66,13 @@ def create_app(
     busy store is a one-line CLI error before uvicorn starts. It is closed on shutdown
     only with `owns_store`; a store the app opens itself it always closes.
     """
-    wiring = AppState(settings, settings.admin_token or secrets.token_urlsafe(24))
+    wiring = AppState(
+        settings,
+        local_token=secrets.token_urlsafe(32),
+        rate_limits=RateLimits(
+            settings.rate_limit_rps, settings.rate_limit_ip_rps, settings.q_seconds_per_minute
+        ),
+    )
 
     @contextlib.asynccontextmanager
     async def store_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -70,18 +81,24 @@ def create_app(
         )
         try:
             app_state(app.state).store = opened
-            opened.publish_server(f"http://{settings.host}:{settings.port}", wiring.admin_token)
+            opened.publish_server(f"http://{settings.host}:{settings.port}", wiring.local_token)
             log.info("store open: %s", opened.target.describe())
             yield
         finally:
             if store is None or owns_store:
                 opened.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=list(ROUTE_HANDLERS),
         lifespan=[store_lifespan, *LIFESPAN],
         exception_handlers=exception_handlers,
-        before_send=[add_request_id],
+        before_send=[add_request_id, add_security_headers, add_rate_limit_headers],
+        cors_config=cors_config(settings),
+        openapi_config=openapi_config(),
         state=State({STATE_KEY: wiring}),
         debug=False,
     )
+    # before routing, CORS and the exception handler, inside the `before_send` hooks
+    # (Litestar calls `asgi_handler` with its wrapped `send`): api/security.py
+    app.asgi_handler = limit_request_target(app.asgi_handler, settings.max_url_bytes)
+    return app

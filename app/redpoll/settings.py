@@ -51,14 +51,89 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address `redpoll serve` binds to."),
     Setting("port", int, 8000, "Port `redpoll serve` listens on."),
     Setting("dev", bool, False, "Development mode: reload endpoint files when they change."),
-    Setting("admin_token", str, "", "Token for /redpoll/v1/admin. Empty: random per server start."),
+    # --- access (docs/security.md) ------------------------------------------------
     Setting(
-        "read_token",
+        "auth",
+        bool,
+        True,
+        "Require a token on every route but /v0/health and /v0/ready. `off`: everything "
+        "is open (local demos only; logged loudly at start).",
+    ),
+    Setting(
+        "admin_token",
         str,
         "",
-        "Token for /v0/pipes (Bearer or ?token=). Empty: endpoints need no token.",
+        "An extra ADMIN token for automation (hashed on load). Tokens are otherwise "
+        "created with `redpoll token create` or POST /v0/tokens.",
     ),
-    Setting("append_token", str, "", "Token for /v0/events. Empty: ingestion needs no token."),
+    Setting("read_token", str, "", "An extra PIPES:READ token for automation (hashed on load)."),
+    Setting(
+        "append_token",
+        str,
+        "",
+        "An extra DATASOURCES:APPEND token for automation (hashed on load).",
+    ),
+    Setting(
+        "jwt_signing_key",
+        str,
+        "",
+        "HS256 key that signs JWTs (Tinybird's format). Empty: JWTs are refused.",
+    ),
+    Setting(
+        "token",
+        str,
+        "",
+        "Token CLI commands send to a server (the role tokens above win for their surface).",
+    ),
+    Setting(
+        "server_url",
+        str,
+        "",
+        "A running Redpoll server CLI commands talk to (with `token`) instead of the "
+        "project's store.",
+    ),
+    Setting(
+        "token_refresh_s",
+        float,
+        2.0,
+        "Tokens created or revoked by another process are seen within this many seconds "
+        "(this server's own changes apply at once).",
+    ),
+    Setting(
+        "cors_origins",
+        str,
+        "*",
+        "Origins browsers may call the API from, comma-separated (`*`: any; tokens, not "
+        "cookies, authenticate). Empty: no cross-origin calls.",
+    ),
+    Setting(
+        "rate_limit_rps",
+        int,
+        1000,
+        "Requests per second per token (a token's or JWT's `limits.rps` overrides). "
+        "Over it: 429. 0: no limit.",
+    ),
+    Setting(
+        "rate_limit_ip_rps",
+        int,
+        1000,
+        "Requests per second per client address, with or without a token. Over it: 429. "
+        "0: no limit.",
+    ),
+    Setting(
+        "q_seconds_per_minute",
+        float,
+        60.0,
+        "Query seconds a token's `q=` calls may spend per minute; then 429 until the "
+        "minute ends. 0: no budget.",
+    ),
+    Setting("max_url_bytes", int, 8192, "Longest request target (path and query). Longer: 414."),
+    Setting(
+        "max_rows_per_request",
+        int,
+        1_000_000,
+        "Most rows one POST /v0/events may carry. More: 413, nothing written.",
+    ),
     Setting("read_pool_size", int, 4, "Read clients kept for query endpoints (one per thread)."),
     Setting("query_timeout_s", float, 10.0, "Default max_execution_time for endpoint queries."),
     Setting("max_result_rows", int, 100_000, "Default max_result_rows for endpoint queries."),
@@ -194,9 +269,20 @@ class Settings:
     host: str
     port: int
     dev: bool
+    auth: bool
     admin_token: str
     read_token: str
     append_token: str
+    jwt_signing_key: str
+    token: str
+    server_url: str
+    token_refresh_s: float
+    cors_origins: str
+    rate_limit_rps: int
+    rate_limit_ip_rps: int
+    q_seconds_per_minute: float
+    max_url_bytes: int
+    max_rows_per_request: int
     read_pool_size: int
     query_timeout_s: float
     max_result_rows: int

@@ -210,11 +210,11 @@ class Store:
     def lock(self) -> StoreLock | None:
         return self._lock
 
-    def publish_server(self, url: str, admin_token: str) -> None:
+    def publish_server(self, url: str, local_token: str) -> None:
         """Tell CLI commands where the server holding this embedded store answers
         (`running_server`); nothing to publish for a ClickHouse server."""
         if self._lock is not None:
-            self._lock.publish_server(ServerInfo(os.getpid(), url, admin_token))
+            self._lock.publish_server(ServerInfo(os.getpid(), url, local_token))
 
     def migrations(self) -> MigrationRunner:
         return MigrationRunner(

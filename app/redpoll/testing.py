@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -63,9 +64,18 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    #: an ADMIN token the server accepts (`REDPOLL_ADMIN_TOKEN`), empty with auth off
+    token: str = ""
 
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self, *, authenticated: bool = True, **kwargs: Any) -> httpx.Client:
+        """An HTTP client for the server; it sends the ADMIN token unless told not to."""
+        headers = {**(self.auth_headers if authenticated else {}), **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -116,7 +126,14 @@ def run_server(
     port: int | None = None,
     ready_timeout: float = 60,
 ) -> Iterator[RunningServer]:
-    """Start `redpoll serve` for `project`; yield once `/v0/health` answers 200."""
+    """Start `redpoll serve` for `project`; yield once `/v0/health` answers 200.
+
+    Unless `env` sets `REDPOLL_ADMIN_TOKEN` (or turns auth off), the server gets a random
+    one, kept in `RunningServer.token`.
+    """
+    env = dict(env or {})
+    if "REDPOLL_ADMIN_TOKEN" not in env and env.get("REDPOLL_AUTH", "on") != "off":
+        env["REDPOLL_ADMIN_TOKEN"] = f"test-admin-{secrets.token_hex(8)}"
     port = port or free_port()
     log_path = project / f".serve-{port}.log"
     with open(log_path, "wb") as log:
@@ -126,7 +143,9 @@ def run_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)
+    server = RunningServer(
+        process, f"http://127.0.0.1:{port}", log_path, env.get("REDPOLL_ADMIN_TOKEN", "")
+    )
     try:
         wait_until_responds(server, ready_timeout)
         yield server

@@ -16,7 +16,6 @@ import pytest
 from litestar.testing import TestClient
 
 from redpoll.api.state import app_state
-from redpoll.app import create_app
 from redpoll.clickhouse.client import Client, Target
 from redpoll.ingest import service as service_module
 from redpoll.ingest.service import IngestService
@@ -25,7 +24,7 @@ from redpoll.ingest.writer import backfill
 from redpoll.settings import Settings
 from redpoll.store import Store
 from redpoll.testing import copy_project
-from tests.support.api import assert_error_envelope
+from tests.support.api import api_client, assert_error_envelope
 from tests.support.paths import REPO_ROOT
 from tests.support.views import VIEWS, observed
 
@@ -69,7 +68,7 @@ def shop(project_dir: Path, store: Store) -> Path:
 
 @pytest.fixture
 def events_api(shop: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
-    with TestClient(app=create_app(settings, store=store)) as client:
+    with api_client(settings, store) as client:
         yield client
 
 
@@ -275,7 +274,7 @@ def test_concurrent_requests_are_group_committed(
 
 def test_append_token_when_configured(shop: Path, store: Store, settings: Settings) -> None:
     guarded = dataclasses.replace(settings, append_token="s3cret")
-    with TestClient(app=create_app(guarded, store=store)) as api:
+    with api_client(guarded, store, authenticated=False) as api:
         body = b'{"item_id": "x", "event_type": "view"}'
         assert_error_envelope(api.post("/v0/events?name=events", content=body), 403)
         ok = api.post("/v0/events?name=events&token=s3cret", content=body)
@@ -435,7 +434,7 @@ def bomb(size: int, encoding: str) -> bytes:
 def limited_api(shop: Path, store: Store, settings: Settings) -> Iterator[TestClient]:
     """Small body limits: 64 KiB as sent, 1 MiB inflated."""
     small = dataclasses.replace(settings, max_body_bytes=64 * 1024, max_inflated_bytes=1 << 20)
-    with TestClient(app=create_app(small, store=store)) as api:
+    with api_client(small, store) as api:
         yield api
 
 
@@ -567,7 +566,7 @@ def test_no_silent_coercion_on_ingest(events_api: TestClient, admin_client: Clie
 
 def test_caps_follow_settings(shop: Path, store: Store, settings: Settings) -> None:
     small = dataclasses.replace(settings, max_id_bytes=3, max_field_bytes=5)
-    with TestClient(app=create_app(small, store=store)) as api:
+    with api_client(small, store) as api:
         body = ndjson(
             [
                 {"event_id": "abc", "item_id": "x", "event_type": "view", "source": "12345"},
@@ -596,7 +595,7 @@ def test_unknown_data_sources_read_the_catalog_once_per_interval(
 
     monkeypatch.setattr(service_module, "discover_datasources", counting)
     slow = dataclasses.replace(settings, datasource_refresh_s=3600.0)
-    with TestClient(app=create_app(slow, store=store)) as api:
+    with api_client(slow, store) as api:
         at_start = len(reads)
         answers = concurrently(
             [lambda k=k: api.post(f"/v0/events?name=nope{k % 5}", content=b"{}") for k in range(40)]
@@ -612,7 +611,7 @@ def test_unknown_data_sources_read_the_catalog_once_per_interval(
         assert len(reads) - at_start <= 2
 
     eager = dataclasses.replace(settings, datasource_refresh_s=0.0)
-    with TestClient(app=create_app(eager, store=store)) as api:
+    with api_client(eager, store) as api:
         at_start = len(reads)
         for _ in range(3):
             api.post("/v0/events?name=nope", content=b"{}")

@@ -33,7 +33,7 @@ def test_ready_reflects_pending_migrations(api: TestClient, project_dir: Path) -
     assert api.get("/v0/ready").status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+@pytest.mark.parametrize("headers", [{"Authorization": ""}, {"Authorization": "Bearer wrong"}])
 def test_admin_requires_token(api: TestClient, headers: dict[str, str]) -> None:
     assert_error_envelope(api.get("/redpoll/v1/admin/migrations", headers=headers), 403)
 

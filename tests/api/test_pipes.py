@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from redpoll.app import create_app
 from redpoll.clickhouse.client import Client, Target, connect
 from redpoll.endpoints.lanes import DEADLINE_GRACE_S
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
-from tests.support.api import ADMIN_TOKEN, assert_error, copy_endpoints, make_products
+from tests.support.api import ADMIN_TOKEN, api_client, assert_error, copy_endpoints, make_products
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def pipes_api(
     make_products(admin_client)
     copy_endpoints(pipes_settings.project_dir)
     store = Store.attach(pipes_settings, ch_target, admin_client)
-    with TestClient(app=create_app(pipes_settings, store=store)) as client:
+    with api_client(pipes_settings, store) as client:
         yield client
     store.close_read_pools()
 
@@ -181,7 +180,9 @@ def test_broken_file_keeps_last_good_version(
         "SELECT {{ Int32(x, 1) }} + 1 AS y\n"
     )
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    assert pipes_api.post("/redpoll/v1/admin/reload").status_code == 403
+    assert (
+        pipes_api.post("/redpoll/v1/admin/reload", headers={"Authorization": ""}).status_code == 403
+    )
     report = pipes_api.post("/redpoll/v1/admin/reload", headers=auth).json()
     assert "fresh" in report["endpoints"] and "product_lookup" in report["endpoints"]
     assert any("product_lookup.sql:6" in e and "no_such_table" in e for e in report["errors"])
@@ -200,7 +201,7 @@ def test_read_token(
         environ={},
     )
     store = Store.attach(settings, ch_target, admin_client)
-    with TestClient(app=create_app(settings, store=store)) as api:
+    with api_client(settings, store, authenticated=False) as api:
         url = "/v0/pipes/product_lookup.json?id=1"
         assert_error(api.get(url), 403)
         assert api.get(url + "&token=rt").status_code == 200

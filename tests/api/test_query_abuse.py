@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from redpoll.app import create_app
 from redpoll.clickhouse.client import Client, ClientPool, DatabaseError, Target, connect
 from redpoll.clickhouse.errors import ERROR_CODES
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
-from tests.support.api import assert_error, copy_endpoints, make_products
+from tests.support.api import api_client, assert_error, copy_endpoints, make_products
 
 BAD_DATE = "SELECT id, toDate({{ String(day, '2020-01-01') }}) AS day FROM products ORDER BY id"
 
@@ -42,7 +41,7 @@ def _serve(settings: Settings, target: Target, admin: Client, readers: int) -> I
     copy_endpoints(settings.project_dir)
     (settings.project_dir / "endpoints" / "bad_date.sql").write_text(BAD_DATE)
     store = Store.attach(settings, target, admin, read_clients=readers)
-    with TestClient(app=create_app(settings, store=store)) as api:
+    with api_client(settings, store) as api:
         yield Served(api, store, settings)
     store.close_read_pools()
 

@@ -69,7 +69,7 @@ def test_load_and_endpoints_test_send_the_configured_tokens(project: Path, tmp_p
 
         refused = run_cli(project, "load", "events", str(events), env=wrong)
         assert refused.returncode == 1, refused.stdout + refused.stderr
-        assert refused.stderr.strip().splitlines()[-1].startswith("error: Invalid token")
+        assert refused.stderr.strip().splitlines()[-1].startswith("error: invalid token")
 
         loaded = run_cli(project, "load", "events", str(events), env=TOKENS)
         assert loaded.returncode == 0, loaded.stderr

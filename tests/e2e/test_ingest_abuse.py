@@ -184,7 +184,7 @@ def traffic(server: RunningServer, led: Ledger, phase: str, requests: int) -> No
     def client(w: int) -> None:
         rnd = random.Random(f"{phase}-{w}")
         history: list[Request] = []
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with server.client(timeout=60) as http:
             for k in range(requests):
                 try:
                     send(http, build(rnd.choice(MIXED), rnd, f"{phase}-{w}-{k}", history), led)
@@ -216,7 +216,7 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
 
     with run_server(project, env=ENV) as server:
         traffic(server, led, "a", 10)
-        with httpx.Client(base_url=server.url, timeout=60) as http:  # INSERTs that fail
+        with server.client(timeout=60) as http:  # INSERTs that fail
             for k in range(2):
                 send(http, build("boom", random.Random(k), f"boom-a{k}", []), led)
         assert not led.surprises, led.surprises[:5]
@@ -228,7 +228,7 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
         def kill_phase(w: int) -> None:
             rnd = random.Random(f"b-{w}")
             history: list[Request] = []
-            with httpx.Client(base_url=server.url, timeout=60) as http:
+            with server.client(timeout=60) as http:
                 k = 0
                 while not stop.is_set():
                     try:
@@ -249,7 +249,7 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
             t.join(60)
 
     with run_server(project, env=ENV) as server:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with server.client(timeout=60) as http:
             for body in led.unknown:  # the clients' retries of unanswered requests
                 r = http.post("/v0/events?name=events&wait=true", content=body)
                 assert r.status_code == 200, r.text

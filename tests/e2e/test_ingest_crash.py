@@ -55,7 +55,7 @@ def test_kill_dash_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     with run_server(project, env=ENV) as server:
 
         def client_loop(worker: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=30) as http:
+            with server.client(timeout=30) as http:
                 for k in range(1000):
                     batch = make_events(40, seed=worker * 10_000 + k)
                     if k % 3 == 1:  # a client retry: the previous batch again

@@ -64,7 +64,7 @@ def test_serve_consumes_the_binding_and_reports_status(
     with run_server(project, env=env) as server:
         wait_for(lag.caught_up, 60, "redpoll serve to consume the topic")
 
-        ready = httpx.get(f"{server.url}/v0/ready", timeout=10)
+        ready = httpx.get(f"{server.url}/v0/ready", headers=server.auth_headers, timeout=10)
         assert ready.status_code == 200, ready.text
         consumer = ready.json()["kafka"]["events"]
         assert consumer["state"] == "running" and consumer["topic"] == stream.topic

@@ -3,12 +3,34 @@ products fixture project (tests/fixtures/project)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from litestar.testing import TestClient
+
+from redpoll.app import create_app
 from redpoll.clickhouse.client import Client
+from redpoll.settings import Settings
+from redpoll.store import Store
 
 ADMIN_TOKEN = "test-admin-token"
+
+
+@contextlib.contextmanager
+def api_client(
+    settings: Settings, store: Store, *, authenticated: bool = True
+) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    """A test client of `create_app(settings, store=store)` that sends the settings' ADMIN
+    token (ADMIN_TOKEN when they have none), or no token at all."""
+    if not settings.admin_token:
+        settings = dataclasses.replace(settings, admin_token=ADMIN_TOKEN)
+    with TestClient(app=create_app(settings, store=store)) as client:
+        if authenticated:
+            client.headers["Authorization"] = f"Bearer {settings.admin_token}"
+        yield client
 
 
 FIXTURE_ENDPOINTS = Path(__file__).resolve().parent.parent / "fixtures" / "project" / "endpoints"

@@ -1,21 +1,44 @@
 """docker-compose.yml cannot run here (no Docker engine): validate it against the Compose
 Specification's JSON schema (as vendored by check-jsonschema), check that every image it
-builds finds what its Dockerfile copies, and check the wiring between services."""
+builds finds what its Dockerfile copies, check the wiring between services, and check the
+hardening of the stack and image: nothing but Redpoll is published, and Redpoll only on
+loopback by default; no secret has a literal value or a default; the image is pinned, runs
+as an unprivileged user and holds the whole project (redpoll.testing.PROJECT_PARTS)."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
+import re
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs installed (pyproject.toml)
 import pytest
 import yaml
 
 from redpoll.clickhouse.client import parse_url
+from redpoll.settings import load_settings
+from redpoll.testing import PROJECT_PARTS
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+ENV_EXAMPLE = ROOT / ".env.example"
+
+#: What the required variables of docker-compose.yml are set to where a test needs them set.
+#: Deliberately URL-unsafe-free values: CLICKHOUSE_PASSWORD goes into a URL.
+TEST_ENV = {"CLICKHOUSE_PASSWORD": "test-ch-password", "REDPOLL_ADMIN_TOKEN": "test-admin"}
+
+#: Environment variable names that hold secrets.
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|SIGNING_KEY|API_KEY", re.IGNORECASE)
+#: `${NAME:?message}`: compose stops with `message` when NAME is unset or empty.
+REQUIRED_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}")
+#: `${NAME:-}`: optional, empty when unset.
+OPTIONAL_EMPTY_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):-\}")
 
 
 COMPOSE_FILES = sorted(ROOT.glob("docker-compose*.yml"))
@@ -77,7 +100,7 @@ def test_every_build_context_holds_what_its_dockerfile_copies(path: Path) -> Non
 
 
 def test_compose_services_env_and_healthchecks() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = interpolated(load_compose(), TEST_ENV)
     services = compose["services"]
     assert set(services) == {"clickhouse", "redpanda", "redpoll"}
     for name, service in services.items():
@@ -106,3 +129,324 @@ def test_dockerfile_installs_package_and_serves() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'pip install --no-cache-dir ".[kafka]"' in text
     assert "redpoll migrate up && exec redpoll serve" in text
+
+
+# --- helpers: compose interpolation and Dockerfile instructions --------------------------
+
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\})"
+)
+
+
+class MissingVariable(Exception):
+    """A `${NAME?message}` / `${NAME:?message}` reference whose variable is missing."""
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's variable interpolation of one string (no nesting, which the file does not
+    use): https://docs.docker.com/reference/compose-file/interpolation/"""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        if match["bare"]:
+            return env.get(match["bare"], "")
+        name, op, arg = match["name"], match["op"], match["arg"] or ""
+        current = env.get(name)
+        empty = current is None or (op is not None and op.startswith(":") and current == "")
+        if op is None:
+            return current or ""
+        if op.endswith("-"):
+            return arg if empty else current or ""
+        if op.endswith("?"):
+            if empty:
+                raise MissingVariable(f"{name}: {arg}")
+            return current or ""
+        return "" if empty else arg  # "+": the alternative when set
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def interpolated(node: Any, env: Mapping[str, str]) -> Any:
+    """The compose document `node` with every string value interpolated from `env`."""
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [interpolated(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: interpolated(value, env) for key, value in node.items()}
+    return node
+
+
+def strings(node: Any) -> list[str]:
+    """Every string value of a parsed YAML document (not its keys)."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [s for item in node for s in strings(item)]
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in strings(value)]
+    return []
+
+
+def load_compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
+
+
+def service_env(service: Mapping[str, Any]) -> dict[str, str | None]:
+    """A service's `environment`, list or mapping syntax, as a mapping (None: no value, i.e.
+    passed through from the environment compose runs in, or left unset)."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        pairs = (item.split("=", 1) if "=" in item else (item, None) for item in raw)
+        return {key: value for key, value in pairs}
+    return {key: None if value is None else str(value) for key, value in raw.items()}
+
+
+def published_host_ips(ports: list[Any]) -> list[str]:
+    """The host address of each published port ('' when it binds every interface)."""
+    addresses = []
+    for entry in ports:
+        if isinstance(entry, dict):  # long syntax
+            addresses.append(str(entry.get("host_ip", "")))
+            continue
+        spec = str(entry).rsplit("/", 1)[0]  # drop /tcp, /udp
+        if spec.startswith("["):  # [::1]:8000:8000
+            addresses.append(spec[1 : spec.index("]")])
+            continue
+        parts = spec.split(":")
+        addresses.append(parts[0] if len(parts) == 3 else "")
+    return addresses
+
+
+def dockerfile_instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each instruction, continuation lines joined and comment
+    lines dropped (Docker drops them inside continuations too)."""
+    lines = [
+        line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
+    logical = "\n".join(lines).replace("\\\n", " ").splitlines()
+    instructions = []
+    for line in logical:
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def dockerfile_project_dir() -> str:
+    """REDPOLL_PROJECT_DIR as the image sets it (ENV key=value syntax)."""
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "ENV":
+            for word in shlex.split(rest):
+                key, _, value = word.partition("=")
+                if key == "REDPOLL_PROJECT_DIR":
+                    return value.rstrip("/")
+    raise AssertionError("Dockerfile sets no ENV REDPOLL_PROJECT_DIR")
+
+
+# --- compose: exposure ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["clickhouse", "redpanda"])
+def test_backing_services_publish_no_ports(name: str) -> None:
+    service = load_compose()["services"][name]
+    assert "ports" not in service, (
+        f"{name} publishes {service['ports']}: it must be reachable only from the compose "
+        "network (Redpoll talks to it by service name)"
+    )
+
+
+def test_redpanda_has_no_external_listener() -> None:
+    command = load_compose()["services"]["redpanda"]["command"]
+    words = " ".join(command if isinstance(command, list) else [command])
+    assert "external://" not in words and "localhost" not in words, (
+        f"redpanda listens/advertises outside the compose network: {words}"
+    )
+
+
+def test_every_published_port_binds_loopback_by_default() -> None:
+    services = interpolated(load_compose(), TEST_ENV)["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"redpoll"}, f"only redpoll may publish ports: {sorted(published)}"
+    for address in published_host_ips(published["redpoll"]):
+        assert address in {"127.0.0.1", "::1"}, (
+            f"redpoll's port binds {address or 'every interface'} by default; publish it as "
+            '"${REDPOLL_PUBLISH:-127.0.0.1:8000}:8000" and put a TLS reverse proxy in front'
+        )
+
+
+def test_redpoll_publish_address_is_configurable() -> None:
+    env = {**TEST_ENV, "REDPOLL_PUBLISH": "10.0.0.5:9000"}
+    ports = interpolated(load_compose(), env)["services"]["redpoll"]["ports"]
+    assert ports == ["10.0.0.5:9000:8000"], (
+        f"REDPOLL_PUBLISH does not choose where redpoll is published: {ports}"
+    )
+
+
+# --- compose: secrets and access ---------------------------------------------------------
+
+
+def test_no_literal_secret_in_compose() -> None:
+    """Every secret-named variable is `${NAME:?...}` (required), `${NAME:-}` (optional, empty)
+    or has no value (passed through); a password inside a URL is a required reference."""
+    for name, service in load_compose()["services"].items():
+        for key, value in service_env(service).items():
+            if SECRET_NAME.search(key) and value is not None:
+                assert REQUIRED_REF.fullmatch(value) or OPTIONAL_EMPTY_REF.fullmatch(value), (
+                    f"{name}: {key} is {value!r}; use ${{{key}:?set {key} in .env}} or ${{{key}:-}}"
+                )
+            userinfo = re.search(r"://[^/@:]*:(?P<password>[^@]*)@", value or "")
+            if userinfo:
+                password = userinfo["password"]
+                assert REQUIRED_REF.fullmatch(password), (
+                    f"{name}: {key} embeds the password {password!r}; use a ${{VAR:?...}} reference"
+                )
+
+
+@pytest.mark.parametrize("variable", sorted(TEST_ENV))
+def test_compose_refuses_to_start_without_a_required_secret(variable: str) -> None:
+    """Unset or empty, a required secret stops `docker compose` (no fallback value)."""
+    for missing in ({}, {variable: ""}):
+        env = {**{k: v for k, v in TEST_ENV.items() if k != variable}, **missing}
+        try:
+            interpolated(load_compose(), env)
+        except MissingVariable as exc:
+            assert str(exc).startswith(f"{variable}:"), exc
+        else:
+            pytest.fail(
+                f"compose starts with {variable}={missing.get(variable)!r}: reference it as "
+                f"${{{variable}:?set {variable} in .env (see .env.example)}}"
+            )
+
+
+def test_redpoll_has_an_admin_token_and_auth_stays_on(tmp_path: Path) -> None:
+    env = service_env(load_compose()["services"]["redpoll"])
+    assert "REDPOLL_ADMIN_TOKEN" in env, "redpoll needs REDPOLL_ADMIN_TOKEN for automation"
+    # whatever compose sets, the app's own parsing (redpoll.settings) must keep auth on;
+    # tmp_path as project dir so no redpoll.toml is read
+    resolved = {k: interpolate(v, TEST_ENV) for k, v in env.items() if v is not None}
+    settings = load_settings(environ={**resolved, "REDPOLL_PROJECT_DIR": str(tmp_path)})
+    assert settings.auth, f"REDPOLL_AUTH={env.get('REDPOLL_AUTH')!r} turns token checks off"
+    assert settings.admin_token == TEST_ENV["REDPOLL_ADMIN_TOKEN"]
+    for keyword, rest in dockerfile_instructions():
+        assert not (keyword == "ENV" and "REDPOLL_AUTH" in rest), f"Dockerfile sets {rest}"
+
+
+def test_redpoll_cors_origins_is_not_forced() -> None:
+    """An empty REDPOLL_CORS_ORIGINS means "no cross-origin calls" (redpoll.settings), so
+    compose must not default it to empty: it passes it through or leaves it out."""
+    env = service_env(load_compose()["services"]["redpoll"])
+    value = env.get("REDPOLL_CORS_ORIGINS")
+    assert value is None, f"REDPOLL_CORS_ORIGINS is forced to {value!r}"
+
+
+def test_clickhouse_sql_access_management_is_off() -> None:
+    env = service_env(load_compose()["services"]["clickhouse"])
+    value = env.get("CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT")
+    assert value in {None, "0"}, (
+        f"CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT={value!r}: Redpoll creates no users or grants"
+    )
+
+
+def test_redpoll_healthcheck_needs_no_token() -> None:
+    test = load_compose()["services"]["redpoll"]["healthcheck"]["test"]
+    assert "/v0/health" in " ".join(test), f"healthcheck should hit /v0/health: {test}"
+
+
+def test_env_example_lists_every_variable_compose_reads() -> None:
+    assert ENV_EXAMPLE.is_file(), ".env.example documents the variables of docker-compose.yml"
+    example = ENV_EXAMPLE.read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+    compose_text = COMPOSE.read_text()
+    referenced = {
+        m["name"] or m["bare"]
+        for value in strings(load_compose())
+        for m in _INTERPOLATION.finditer(value)
+        if not m["escaped"]
+    }
+    passed_through = {
+        key
+        for service in load_compose()["services"].values()
+        for key, value in service_env(service).items()
+        if value is None
+    }
+    missing = (referenced | passed_through) - documented
+    assert not missing, f".env.example does not document {sorted(missing)}"
+    # the example's placeholders must never become defaults of the compose file
+    for key, value in re.findall(r"^([A-Z][A-Z0-9_]*)=(\S+)", example, re.MULTILINE):
+        if SECRET_NAME.search(key):
+            assert value not in compose_text, f"compose contains the placeholder of {key}"
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def test_base_image_is_pinned_to_a_patch_version() -> None:
+    images = [rest.split()[0] for keyword, rest in dockerfile_instructions() if keyword == "FROM"]
+    assert images, "Dockerfile has no FROM"
+    for image in images:
+        assert re.fullmatch(r"python:3\.\d+\.\d+[-\w.]*(@sha256:[0-9a-f]{64})?", image), (
+            f"FROM {image}: pin a full version such as python:3.11.11-slim-bookworm"
+        )
+
+
+def test_image_runs_as_an_unprivileged_user() -> None:
+    instructions = dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    assert "USER" in keywords, "Dockerfile has no USER: the server would run as root"
+    last_user = len(keywords) - 1 - keywords[::-1].index("USER")
+    user = instructions[last_user][1].split(":")[0]
+    assert user not in {"root", "0"}, f"USER {instructions[last_user][1]} is root"
+    last_run = max(i for i, keyword in enumerate(keywords) if keyword == "RUN")
+    assert last_user > last_run, "USER must come after the last RUN (installs run as root)"
+
+
+def test_only_the_state_dir_is_writable_by_the_user() -> None:
+    state_dir = f"{dockerfile_project_dir()}/.redpoll"
+    runs = " && ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
+    targets = [
+        words[-1]
+        for command in re.split(r"&&|;|\|\|", runs)
+        if (words := [w for w in shlex.split(command) if not w.startswith("-")])
+        and words[0] == "chown"
+    ]
+    assert targets, f"Dockerfile never chowns the state dir {state_dir} to its user"
+    assert set(targets) == {state_dir}, f"chown targets {targets}; only {state_dir} should be"
+
+
+def test_image_holds_every_project_part_in_the_repository() -> None:
+    """Every part of the project (redpoll.testing.PROJECT_PARTS) that exists here is copied
+    to REDPOLL_PROJECT_DIR: a missing `kafka/` makes the Kafka consumer silently idle."""
+    project_dir = dockerfile_project_dir()
+    copies = {
+        (words[-2].rstrip("/"), words[-1].rstrip("/"))
+        for keyword, rest in dockerfile_instructions()
+        if keyword == "COPY" and len(words := shlex.split(rest)) >= 2
+    }
+    present = [part for part in PROJECT_PARTS if (ROOT / part).exists()]
+    assert "kafka" in present and "endpoints" in present
+    missing = [part for part in present if (part, f"{project_dir}/{part}") not in copies]
+    assert not missing, f"Dockerfile does not COPY {missing} to {project_dir}"
+
+
+def test_dockerignore_keeps_local_state_out_and_project_in() -> None:
+    path = ROOT / ".dockerignore"
+    assert path.is_file(), "no .dockerignore: .venv, .git and .redpoll would be sent to the build"
+    patterns = [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for needed in (".venv", ".git", ".redpoll", ".env"):
+        assert needed in patterns, f".dockerignore does not exclude {needed}"
+    excluded = [p for p in patterns if not p.startswith("!")]
+    for source in dockerfile_sources(DOCKERFILE):
+        hits = [p for p in excluded if fnmatch.fnmatch(source, p.strip("/"))]
+        assert not hits, f".dockerignore excludes {source}, which the Dockerfile copies: {hits}"
+    sub = ROOT / "endpoints" / "tests"
+    if sub.is_dir():
+        hits = [p for p in excluded if fnmatch.fnmatch("endpoints/tests", p.strip("/"))]
+        assert not hits, f".dockerignore excludes endpoints/tests: {hits}"

@@ -7,7 +7,8 @@ and under `TYPE_CHECKING` (a type names its caller as surely as a call does).
     foundation  redpoll, redpoll.errors, redpoll.settings     anyone may import these
     clickhouse  redpoll.clickhouse                            clients, locks, error codes
     store       redpoll.store, redpoll.migrations, redpoll.materialized, redpoll.datasets
-    services    redpoll.ingest, redpoll.kafka, redpoll.endpoints, redpoll.evaluation
+    services    redpoll.ingest, redpoll.kafka, redpoll.endpoints, redpoll.evaluation,
+                redpoll.tokens
     api         redpoll.api                                   HTTP adapters of services
     app         redpoll.app                                   wires the API (lifespan)
     cli         redpoll.cli, redpoll.__main__                 parses arguments, calls a Backend
@@ -33,7 +34,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("redpoll", "redpoll.errors", "redpoll.settings")),
     ("clickhouse", ("redpoll.clickhouse",)),
     ("store", ("redpoll.store", "redpoll.migrations", "redpoll.materialized", "redpoll.datasets")),
-    ("services", ("redpoll.ingest", "redpoll.kafka", "redpoll.endpoints", "redpoll.evaluation")),
+    (
+        "services",
+        (
+            "redpoll.ingest",
+            "redpoll.kafka",
+            "redpoll.endpoints",
+            "redpoll.evaluation",
+            "redpoll.tokens",
+        ),
+    ),
     ("api", ("redpoll.api",)),
     ("app", ("redpoll.app",)),
     ("cli", ("redpoll.cli", "redpoll.__main__")),

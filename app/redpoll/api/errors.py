@@ -9,6 +9,7 @@ with the request id and answered with a generic 500.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -23,6 +24,9 @@ __all__ = ("DOCS_URL", "error_response", "exception_handlers")
 
 DOCS_URL = "https://github.com/redpoll-dev/redpoll/blob/main/docs/api.md"
 log = logging.getLogger("redpoll.api")
+# a path followed by its query string ("POST /v0/events?name=e&token=..." in Litestar's
+# validation errors): a query may carry `token=`, so bodies name the path alone
+_QUERY_AFTER_PATH = re.compile(r"(/[^\s?]*)\?[^\s]*")
 
 
 def error_response(
@@ -62,6 +66,7 @@ def translate_database_error(exc: DatabaseError, request_id: str = "") -> Redpol
 def _redpoll_error(request: Request[Any, Any, Any], exc: RedpollError) -> Response[Any]:
     code = getattr(exc, "db_code", None)
     headers = {"X-DB-Exception-Code": str(code)} if code else {}
+    headers.update(getattr(exc, "headers", None) or {})
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     message = exc.message
@@ -76,11 +81,16 @@ def _database_error(request: Request[Any, Any, Any], exc: DatabaseError) -> Resp
     return _redpoll_error(request, translate_database_error(exc, request_id(request.scope)))
 
 
+def without_query(message: str) -> str:
+    """`message` with every `path?query` cut to `path`: error bodies never echo a query."""
+    return _QUERY_AFTER_PATH.sub(r"\1", message)
+
+
 def _http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    message = exc.detail
+    message = without_query(exc.detail)
     extra = exc.extra if isinstance(exc.extra, list | dict) and exc.extra else None
     if extra:
-        message = f"{message}: {extra}"
+        message = f"{message}: {without_query(str(extra))}"
     return error_response(exc.status_code, message, exc.headers)
 
 

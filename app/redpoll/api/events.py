@@ -12,6 +12,8 @@ Limits (settings in `settings.py`, docs/ingestion.md), each a JSON error:
 - a body that inflates beyond `max_inflated_bytes`: 413. Decompression is streamed with
   `zlib.decompressobj(...).decompress(data, max_length)`, so a gzip/deflate bomb costs at
   most the limit in memory, never its full inflated size.
+- more rows (NDJSON lines, array items) than `max_rows_per_request`: 413, counted before
+  validation (`IngestService.ingest`); nothing is written.
 - `line_offset` (Redpoll extension, quarantine line numbers relative to a file) must be an
   integer from 0 to `MAX_FIRST_LINE - 1`: else 400.
 Decompression and validation run in a worker thread, off the event loop.
@@ -24,7 +26,7 @@ import logging
 import re
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from litestar import Controller, Litestar, Request, Response, post
@@ -36,6 +38,9 @@ from redpoll.api.state import app_state
 from redpoll.clickhouse.client import DatabaseError
 from redpoll.errors import ConfigError, ParameterError, PayloadTooLarge, RedpollError
 from redpoll.ingest.service import MAX_FIRST_LINE, IngestResult, IngestService
+
+if TYPE_CHECKING:
+    from redpoll.settings import Settings
 
 log = logging.getLogger("redpoll.api.events")
 
@@ -113,10 +118,18 @@ async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
 
 
 def _ingest(
-    service: IngestService, name: str, raw: bytes, encoding: str, limit: int, first_line: int
+    service: IngestService,
+    name: str,
+    raw: bytes,
+    encoding: str,
+    settings: Settings,
+    first_line: int,
 ) -> IngestResult:
+    body = decode_body(raw, encoding, settings.max_inflated_bytes)
     try:
-        return service.ingest(name, decode_body(raw, encoding, limit), first_line=first_line)
+        return service.ingest(
+            name, body, first_line=first_line, max_rows=settings.max_rows_per_request
+        )
     except DatabaseError as exc:
         # rows were validated before the INSERT: a ClickHouse error here (a view failing,
         # the server gone) is ours, never the caller's, and nothing of it was stored
@@ -147,7 +160,7 @@ class EventsController(Controller):
         raw = await _read_body(request, settings.max_body_bytes)
         encoding = request.headers.get("content-encoding", "")
         result = await anyio.to_thread.run_sync(
-            _ingest, wiring.ingest, name, raw, encoding, settings.max_inflated_bytes, first_line
+            _ingest, wiring.ingest, name, raw, encoding, settings, first_line
         )
         status = 200 if wait.lower() in {"true", "1"} else 202
         return Response(result.as_dict(), status_code=status)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from redpoll.api.errors import DOCS_URL
+from redpoll.api.security import NO_STORE, SECURITY_HEADERS
 
 if TYPE_CHECKING:
     from redpoll.settings import Settings
@@ -158,7 +159,8 @@ def _error_body(message: str) -> bytes:
 def _raw_response(status: int, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     body = _error_body(message)
     parts = [STATUS_LINE[status]]
-    for name, value in default_headers:
+    # written here, not by the app: its `before_send` hooks (api/security.py) never run
+    for name, value in [*default_headers, *SECURITY_HEADERS, NO_STORE]:
         parts += [name, b": ", value, b"\r\n"]
     parts += [
         b"content-type: application/json\r\n",
@@ -182,6 +184,8 @@ def _too_large_app(limit: int) -> Any:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
+                    *SECURITY_HEADERS,
+                    NO_STORE,
                 ],
             }
         )

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from redpoll.api.auth import admin_guard, read_guard
+from redpoll.api.auth import admin_guard, authenticate, granted_scope, pipes_guard, read_guard
 from redpoll.api.openapi import openapi_document
 from redpoll.api.state import app_state
 from redpoll.endpoints.compiler import RESERVED_PARAMS
@@ -35,6 +36,7 @@ from redpoll.endpoints.lanes import HEAVY_QUEUE_S, Lane, QueryLanes
 from redpoll.endpoints.loader import catalog_from_client, q_functions_from_client
 from redpoll.endpoints.registry import Registry
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError
+from redpoll.tokens.scopes import PIPES_READ
 
 if TYPE_CHECKING:
     from redpoll.endpoints.executor import Query
@@ -106,29 +108,43 @@ def _flag(value: Any, name: str) -> bool:
 
 
 class PipesController(Controller):
-    path = "/v0/pipes"
-    guards = [read_guard]
+    """Listing and the OpenAPI document show only the endpoints the token may read."""
 
-    @get("/", sync_to_thread=False)
-    def list_pipes(self, state: State) -> dict[str, Any]:
-        """Every live endpoint with its parameters (and files that failed to load)."""
+    path = "/v0/pipes"
+
+    @get("/", sync_to_thread=False, guards=[pipes_guard])
+    def list_pipes(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+        """Every live endpoint the token may read, with its parameters (and, for ADMIN,
+        the files that failed to load)."""
         snap = _registry(state).snapshot
+        principal = authenticate(request)
+        names = principal.resources(PIPES_READ, snap.endpoints)
         return {
-            "pipes": [ep.describe() for ep in snap.endpoints.values()],
-            "errors": [str(e) for e in snap.errors],
+            "pipes": [snap.endpoints[n].describe() for n in names],
+            "errors": [str(e) for e in snap.errors] if principal.is_admin else [],
         }
 
-    @get("/openapi.json", sync_to_thread=False)
+    @get("/openapi.json", sync_to_thread=False, guards=[pipes_guard])
     def openapi(self, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-        return openapi_document(_registry(state), str(request.base_url).rstrip("/"))
+        principal = authenticate(request)
+        return openapi_document(
+            _registry(state),
+            str(request.base_url).rstrip("/"),
+            only=lambda name: principal.grant(PIPES_READ, name) is not None,
+        )
 
-    @get("/{pipe:str}")
+    @get("/{pipe:str}", guards=[read_guard])
     async def query_get(
         self, request: Request[Any, Any, Any], pipe: FromPath[str]
     ) -> Response[bytes]:
         return await self._query(request, pipe)
 
-    @post("/{pipe:str}", status_code=200, request_max_body_size=MAX_PARAMS_BODY_BYTES)
+    @post(
+        "/{pipe:str}",
+        status_code=200,
+        request_max_body_size=MAX_PARAMS_BODY_BYTES,
+        guards=[read_guard],
+    )
     async def query_post(
         self, request: Request[Any, Any, Any], pipe: FromPath[str]
     ) -> Response[bytes]:
@@ -146,6 +162,9 @@ class PipesController(Controller):
         if q_text is not None:  # before the heavy lane: an oversized q never queues
             check_q_size(q_text, settings.max_q_bytes)
         template_params = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
+        grant = granted_scope(request)
+        if grant is not None and grant.fixed_params:  # a JWT's: the caller cannot override
+            template_params.update(grant.fixed_params)
         quote_64bit = _flag(quote, "output_format_json_quote_64bit_integers")
 
         def build() -> Query:
@@ -163,7 +182,16 @@ class PipesController(Controller):
 
         timeout = float(endpoint.meta.max_execution_time or settings.query_timeout_s)
         lanes: QueryLanes = wiring.query_lanes
-        body = await lanes.lane(heavy=q_text is not None).run(build, timeout)
+        if q_text is None:
+            body = await lanes.lane(heavy=False).run(build, timeout)
+        else:  # q= time is charged to the token's per-minute budget (api/rate_limits.py)
+            principal = authenticate(request)
+            wiring.rate_limits.check_q_budget(principal)
+            started = time.monotonic()
+            try:
+                body = await lanes.lane(heavy=True).run(build, timeout)
+            finally:
+                wiring.rate_limits.spend_q_time(principal, time.monotonic() - started)
         headers = {}
         if endpoint.meta.cache_ttl:
             headers["Cache-Control"] = f"max-age={endpoint.meta.cache_ttl}"

@@ -1,6 +1,7 @@
 """`AppState`: everything the app's handlers use, typed, on one object.
 
-`create_app` (app.py) builds it with what exists before startup (settings, admin token);
+`create_app` (app.py) builds it with what exists before startup (settings, the local
+CLI's token, rate limits);
 the lifespan context managers fill in the rest in order (store, endpoints, ingestion,
 Kafka) and undo it in reverse. Handlers and guards reach it through `app_state` only,
 never through attributes of Litestar's `app.state`.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litestar.datastructures import State
 
+    from redpoll.api.rate_limits import RateLimits
     from redpoll.endpoints.lanes import QueryLanes
     from redpoll.endpoints.model import FunctionSet
     from redpoll.endpoints.registry import Registry
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from redpoll.kafka.consumer import KafkaIngestors
     from redpoll.settings import Settings
     from redpoll.store import Store
+    from redpoll.tokens.registry import TokenRegistry
 
 __all__ = ("STATE_KEY", "AppState", "app_state")
 
@@ -37,8 +40,11 @@ class AppState:
     """The app's resources; one per `create_app` (tests may build several per store)."""
 
     settings: Settings
-    admin_token: str
+    #: random per start, ADMIN, published in the lock file for CLI commands on this machine
+    local_token: str = dataclasses.field(repr=False)
+    rate_limits: RateLimits = dataclasses.field(repr=False)
     store: Store = dataclasses.field(init=False, repr=False)
+    tokens: TokenRegistry = dataclasses.field(init=False, repr=False)
     endpoints: Registry = dataclasses.field(init=False, repr=False)
     query_lanes: QueryLanes = dataclasses.field(init=False, repr=False)
     q_functions: FunctionSet = dataclasses.field(init=False, repr=False)

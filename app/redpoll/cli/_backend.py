@@ -6,8 +6,14 @@ another non-server process holds it, `Store.open` fails fast with `StoreBusy`.
 
 Commands see only the `Backend` protocol: `LocalBackend` runs each operation with the
 services the HTTP API uses (`IngestService`, the endpoint registry's loader and
-executor, `Store`), `RemoteBackend` sends it to the server with the configured tokens
-(`admin_token`, `read_token`, `append_token`). A command never asks which one it has.
+executor, `Store`, `TokenTable`), `RemoteBackend` sends it to a server: the one holding
+the project's store, or any server named by the `server_url` setting. A command never
+asks which one it has.
+
+Which token a remote call sends, per surface: the surface's own setting (`admin_token`,
+`read_token`, `append_token`), else `token`, else the running server's per-start local
+token (from its lock file; ADMIN, readable only by this user). A scoped token thus works
+for the commands its scopes allow and gets the server's 403 message for the others.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -34,6 +41,8 @@ from redpoll.ingest.writer import check_view
 from redpoll.settings import Settings
 from redpoll.store import DatabaseError, ServerInfo, Store
 from redpoll.store import running_server as _server_info
+from redpoll.tokens.scopes import parse_scope
+from redpoll.tokens.table import TokenRecord, TokenTable
 
 __all__ = (
     "Backend",
@@ -58,6 +67,11 @@ class Backend(Protocol):
         """Call endpoint `name` as `GET /v0/pipes/<name>.json` does: (HTTP status, the
         JSON `data` on 200, else the error message)."""
         ...
+
+    def token_list(self) -> list[dict[str, Any]]: ...
+    def token_create(self, name: str, scopes: list[str], rps: int | None) -> dict[str, Any]: ...
+    def token_refresh(self, name: str) -> dict[str, Any]: ...
+    def token_revoke(self, name: str) -> None: ...
 
 
 class LocalBackend:
@@ -116,6 +130,25 @@ class LocalBackend:
             err = translate_database_error(exc)
             return err.status, err.message
 
+    def _tokens(self) -> TokenTable:
+        return TokenTable.for_store(self.store)
+
+    def token_list(self) -> list[dict[str, Any]]:
+        return [r.describe() for r in sorted(self._tokens().load().values(), key=_by_name)]
+
+    def token_create(self, name: str, scopes: list[str], rps: int | None) -> dict[str, Any]:
+        table = self._tokens()
+        value = table.create(name, [parse_scope(s) for s in scopes], rps)
+        return {**table.load()[name].describe(), "token": value}
+
+    def token_refresh(self, name: str) -> dict[str, Any]:
+        table = self._tokens()
+        value = table.refresh(name)
+        return {**table.load()[name].describe(), "token": value}
+
+    def token_revoke(self, name: str) -> None:
+        self._tokens().revoke(name)
+
     def close(self) -> None:
         if self._ingest is not None:
             self._ingest.close()
@@ -124,19 +157,14 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """Sends operations to the server that holds the store, with the configured tokens.
-
-    Each surface gets its own token (`append_token` for /v0/events, `read_token` for
-    /v0/pipes); the server's admin token, accepted everywhere, stands in for an unset
-    one (api/auth.py).
-    """
+    """Sends operations to a server with the configured tokens (module docstring)."""
 
     def __init__(self, info: ServerInfo, settings: Settings) -> None:
-        admin = info.admin_token or settings.admin_token
+        fallback = settings.token or info.local_token
         self._tokens = {
-            "admin": admin,
-            "read": settings.read_token or admin,
-            "append": settings.append_token or admin,
+            "admin": settings.admin_token or fallback,
+            "read": settings.read_token or fallback,
+            "append": settings.append_token or fallback,
         }
         self.url = info.url
         self.http = httpx.Client(base_url=info.url, timeout=600)
@@ -200,6 +228,31 @@ class RemoteBackend:
             return response.status_code, response.text
         return response.status_code, body.get("data") if response.is_success else body.get("error")
 
+    def _tokens_api(
+        self, method: str, path: str = "", params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        response = self._call(method, "/v0/tokens" + path, params=params)
+        _raise_for_error(response)
+        return response
+
+    def token_list(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self._tokens_api("GET").json()["tokens"]
+        return listed
+
+    def token_create(self, name: str, scopes: list[str], rps: int | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": name, "scope": scopes}
+        if rps is not None:
+            params["rps"] = rps
+        created: dict[str, Any] = self._tokens_api("POST", "/", params).json()
+        return created
+
+    def token_refresh(self, name: str) -> dict[str, Any]:
+        refreshed: dict[str, Any] = self._tokens_api("POST", f"/{quote(name)}/refresh").json()
+        return refreshed
+
+    def token_revoke(self, name: str) -> None:
+        self._tokens_api("DELETE", f"/{quote(name)}")
+
     def ingest_status(self) -> dict[str, Any]:
         """The server's Kafka consumers and per-data-source counters."""
         result: dict[str, Any] = self._admin("GET", "/ingest/status").json()
@@ -217,7 +270,16 @@ def running_server(settings: Settings) -> tuple[ServerInfo, RemoteBackend] | Non
 
 @contextlib.contextmanager
 def open_backend(settings: Settings, role: str) -> Iterator[Backend]:
-    """The backend for one command: the running server's if it holds the store."""
+    """The backend for one command: the server named by `server_url`, else the running
+    server's if it holds the store, else the store itself."""
+    if settings.server_url:
+        remote = RemoteBackend(ServerInfo(0, settings.server_url.rstrip("/"), ""), settings)
+        print(f"(through the server at {remote.url})", file=sys.stderr)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
     server = running_server(settings)
     if server is not None:
         info, remote = server
@@ -283,6 +345,10 @@ def _text(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _by_name(record: TokenRecord) -> str:
+    return record.name
 
 
 def _echo(message: str) -> None:

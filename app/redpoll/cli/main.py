@@ -16,6 +16,7 @@ from redpoll.cli.commands.evaluate import evaluate_command
 from redpoll.cli.commands.ingest import ingest
 from redpoll.cli.commands.load import load_command
 from redpoll.cli.commands.migrate import migrate
+from redpoll.cli.commands.token import token
 from redpoll.clickhouse.errors import DbErrorKind, classify, error_code, public_message
 from redpoll.errors import RedpollError
 from redpoll.store import DatabaseError
@@ -85,6 +86,7 @@ for command in (
     endpoints,
     ingest,
     evaluate_command,
+    token,
 ):
     cli.add_command(command)
 

@@ -4,7 +4,7 @@ chDB lets ONE process open a data directory; a second one fails deep inside the 
 Redpoll takes an exclusive, non-blocking `flock` on `<project>/.redpoll/store.lock` before
 opening an embedded store and writes its pid and role there. The OS drops the lock when
 the process dies, so a crashed holder never leaves a stale lock. A server also writes
-`server.json` (address and admin token, mode 0600) so CLI commands can go through it.
+`server.json` (address and a per-start local token, mode 0600) so CLI commands can go through it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class ServerInfo:
 
     pid: int
     url: str
-    admin_token: str
+    #: the server's per-start ADMIN token for CLI commands on this machine (file mode 0600)
+    local_token: str
 
 
 class StoreLock:
@@ -101,7 +102,7 @@ def read_server_info(state_dir: Path) -> ServerInfo | None:
         return None
     try:
         data = json.loads((state_dir / SERVER_NAME).read_text(encoding="utf-8"))
-        return ServerInfo(int(data["pid"]), str(data["url"]), str(data["admin_token"]))
+        return ServerInfo(int(data["pid"]), str(data["url"]), str(data["local_token"]))
     except (OSError, ValueError, KeyError):
         return None
 

@@ -22,7 +22,7 @@ import sqlglot
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
 from redpoll.endpoints.model import (
     Catalog,
@@ -277,6 +277,10 @@ def _parse_one(sql: str, what: str) -> exp.Expression:
         statements = [s for s in sqlglot.parse(sql, read="clickhouse") if s is not None]
     except RecursionError:
         raise QueryError(f"{what} is nested too deeply") from None
+    except TokenError:  # an unclosed quote, a stray `$`: before parsing starts
+        raise QueryError(
+            f"{what} is not valid SQL (an unclosed quote or a stray character)"
+        ) from None
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         line = first.get("line")

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import quote_identifier
-from redpoll.errors import ConfigError, EndpointNotFound, ParameterError
+from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
 from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
 from redpoll.ingest.validate import ValidatedBatch, parse_body, validate_rows
@@ -309,14 +309,23 @@ class IngestService:
             raise EndpointNotFound(f"Data Source '{name}' not found")
         return found
 
-    def ingest(self, name: str, body: bytes, first_line: int = 1) -> IngestResult:
-        """Validate `body` and insert its good rows; returns once they are durable."""
+    def ingest(
+        self, name: str, body: bytes, first_line: int = 1, *, max_rows: int = 0
+    ) -> IngestResult:
+        """Validate `body` and insert its good rows; returns once they are durable.
+
+        More than `max_rows` rows (0: no limit; the HTTP API passes
+        `max_rows_per_request`) is a 413 before any row is validated or written."""
         if not 1 <= first_line <= MAX_FIRST_LINE:
             raise ParameterError(f"the first line number must be from 1 to {MAX_FIRST_LINE}")
         datasource = self.datasource(name)
         parsed = parse_body(body, first_line)
         if not parsed:
             raise ConfigError("empty body: send NDJSON, a JSON object or a JSON array")
+        if max_rows and len(parsed) > max_rows:
+            raise PayloadTooLarge(
+                f"the body has {len(parsed)} rows, more than {max_rows} (max_rows_per_request)"
+            )
         batch = validate_rows(datasource, parsed)
         return self.ingest_batch(datasource, batch)
 

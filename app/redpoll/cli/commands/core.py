@@ -55,6 +55,7 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
+    from redpoll.api.security import install_log_redaction
     from redpoll.app import create_app
     from redpoll.store import Store
 
@@ -79,6 +80,9 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
             limit_concurrency=settings.max_connections,
             **_http_protocol(settings),
         )
+        # after uvicorn.Config, which configures uvicorn's loggers: tokens sent as
+        # `?token=` would otherwise be printed in every access-log line
+        install_log_redaction()
         server = uvicorn.Server(config)
         try:
             server.run()

@@ -17,7 +17,9 @@ from typing import Any
 
 import click
 
+from redpoll.cli._backend import open_backend
 from redpoll.cli._context import load, project_option
+from redpoll.settings import Settings
 
 __all__ = ("build_sample", "demo")
 
@@ -108,25 +110,45 @@ def load_sample(settings: Any, sample_dir: Path) -> dict[str, Any]:
     }
 
 
-def curl_examples(base: str, ex: dict[str, str]) -> str:
+#: the token `redpoll demo` creates (or rotates) for its curl examples
+DEMO_TOKEN = "demo"
+DEMO_SCOPES = ["PIPES:READ", "DATASOURCES:APPEND:events"]
+
+
+def demo_token(settings: Settings) -> str:
+    """A fresh value of the `demo` token (read every endpoint, append events): created on
+    the first run, rotated on later ones, since only its hash is stored."""
+    with open_backend(settings, "redpoll demo") as backend:
+        if any(t["name"] == DEMO_TOKEN for t in backend.token_list()):
+            value: str = backend.token_refresh(DEMO_TOKEN)["token"]
+        else:
+            value = backend.token_create(DEMO_TOKEN, DEMO_SCOPES, None)["token"]
+    return value
+
+
+def curl_examples(base: str, ex: dict[str, str], token: str = "") -> str:
     u, i, c = ex["user"], ex["item"], ex["category"]
     p = f"{base}/v0/pipes"
+    curl = 'curl -H "Authorization: Bearer $TOKEN"' if token else "curl"
     lines = [
+        f"export TOKEN={token}   # the 'demo' token: PIPES:READ, DATASOURCES:APPEND:events"
+        if token
+        else "# auth is off: no token needed",
         "# Recommendation endpoints (endpoints/*.sql); add &variant=b for the B version",
-        f"curl '{p}/for_user.json?user_id={u}&limit=5'",
-        f"curl '{p}/for_user.json?user_id=someone-new&limit=5'          # cold start",
-        f"curl '{p}/for_user.json?user_id={u}&exclude_purchased=false&max_per_category=2'",
-        f"curl '{p}/also_bought.json?item_id={i}&limit=5'",
-        f"curl '{p}/trending.json?hours=48&half_life_hours=12&limit=5'",
-        f"curl '{p}/trending.json?category={c}&limit=5'",
-        f"curl '{p}/popular.json?days=7&limit=5&exclude={i}'",
-        f"curl '{p}/recently_viewed.json?user_id={u}&event_types=purchase&limit=5'",
+        f"{curl} '{p}/for_user.json?user_id={u}&limit=5'",
+        f"{curl} '{p}/for_user.json?user_id=someone-new&limit=5'          # cold start",
+        f"{curl} '{p}/for_user.json?user_id={u}&exclude_purchased=false&max_per_category=2'",
+        f"{curl} '{p}/also_bought.json?item_id={i}&limit=5'",
+        f"{curl} '{p}/trending.json?hours=48&half_life_hours=12&limit=5'",
+        f"{curl} '{p}/trending.json?category={c}&limit=5'",
+        f"{curl} '{p}/popular.json?days=7&limit=5&exclude={i}'",
+        f"{curl} '{p}/recently_viewed.json?user_id={u}&event_types=purchase&limit=5'",
         "# feedback: impressions and clicks carry the rec_id and source of a response",
-        f"curl -X POST '{base}/v0/events?name=events' -d "
+        f"{curl} -X POST '{base}/v0/events?name=events' -d "
         f'\'{{"event_type":"click","user_id":"{u}","item_id":"{i}",'
         f'"rec_id":"<rec_id>","source":"for_user:a"}}\'',
-        f"curl '{p}/recommendation_stats.json'",
-        f"curl '{p}'                                   # every endpoint and its parameters",
+        f"{curl} '{p}/recommendation_stats.json'",
+        f"{curl} '{p}'                                   # every endpoint and its parameters",
     ]
     return "\n".join(lines)
 
@@ -176,7 +198,8 @@ def demo(
         return
     examples = load_sample(settings, sample_dir)
     base = f"http://{settings.host}:{settings.port}"
-    click.echo("\n" + curl_examples(base, examples) + "\n")
+    token = demo_token(settings) if settings.auth else ""
+    click.echo("\n" + curl_examples(base, examples, token) + "\n")
     if no_serve:
         return
     from redpoll.cli.commands.core import serve

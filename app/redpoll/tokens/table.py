@@ -1,0 +1,185 @@
+"""Static tokens in ClickHouse (`_redpoll_tokens`), hashed: the value is shown once.
+
+A token value is 256 random bits (`rp_` + base64url, so secret scanners can spot it);
+only its SHA-256 is stored. A fast hash is right for random secrets (a slow password hash
+guards guessable passwords); lookups are by hash, so no plain value ever sits on disk.
+
+Rows are versioned (ReplacingMergeTree, last write wins per name): creating, refreshing and
+revoking insert a row, so no mutation is needed and every server sharing the database
+sees the same tokens. Reads take the latest version per name with argMax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from redpoll.errors import NotFound, ParameterError, RedpollError
+from redpoll.tokens.scopes import Principal, Scope, check_token_name, parse_scope
+
+if TYPE_CHECKING:
+    from redpoll.clickhouse.client import Client
+    from redpoll.store import Store
+
+__all__ = (
+    "TABLE",
+    "TOKEN_PREFIX",
+    "TokenExists",
+    "TokenRecord",
+    "TokenTable",
+    "hash_token",
+    "new_token_value",
+)
+
+TABLE = "_redpoll_tokens"
+TOKEN_PREFIX = "rp_"
+
+
+def new_token_value() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class TokenExists(RedpollError):
+    status = 409
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRecord:
+    """A stored token: everything but its value."""
+
+    name: str
+    token_hash: str
+    scopes: tuple[Scope, ...]
+    rps: int | None
+    created_at: dt.datetime
+    origin: str = "api"
+
+    def principal(self) -> Principal:
+        return Principal(self.name, self.scopes, kind="token", rps=self.rps)
+
+    def describe(self) -> dict[str, Any]:
+        """What the Tokens API and `redpoll token list` show (never the hash)."""
+        return {
+            "name": self.name,
+            "scopes": [{"type": s.type, "resource": s.resource} for s in self.scopes],
+            "scope": [str(s) for s in self.scopes],
+            "limits": {"rps": self.rps} if self.rps else {},
+            "created_at": self.created_at.isoformat(),
+            "origin": self.origin,
+        }
+
+
+class TokenTable:
+    """Create, list, refresh and revoke tokens in `<database>.redpoll_tokens`."""
+
+    def __init__(
+        self, client: Client, database: str, lock: threading.RLock, on_cluster: str = ""
+    ) -> None:
+        self.client = client
+        self.database = database
+        self.lock = lock
+        self.table = f"`{database}`.{TABLE}"
+        self.on_cluster = on_cluster
+
+    @classmethod
+    def for_store(cls, store: Store) -> TokenTable:
+        """The token table of `store`'s database, on its admin client, created if missing."""
+        cluster = store.settings.cluster
+        table = cls(
+            store.admin,
+            store.target.database,
+            store.admin_lock,
+            f"ON CLUSTER `{cluster}`" if cluster else "",
+        )
+        table.ensure()
+        return table
+
+    def ensure(self) -> None:
+        with self.lock:
+            self.client.command(
+                f"CREATE TABLE IF NOT EXISTS {self.table} {self.on_cluster} ("
+                " name String, token_hash String, scopes Array(String), rps UInt32,"
+                " created_at DateTime64(3, 'UTC'), revoked UInt8, version UInt64"
+                ") ENGINE = ReplacingMergeTree(version) ORDER BY name"
+            )
+
+    def load(self) -> dict[str, TokenRecord]:
+        """Every live token by name (the latest version of each, unless revoked)."""
+        with self.lock:
+            rows = self.client.query(
+                "SELECT name, argMax(token_hash, version), argMax(scopes, version),"
+                " argMax(rps, version), argMax(created_at, version),"
+                f" argMax(revoked, version) AS r FROM {self.table} GROUP BY name HAVING r = 0"
+            ).result_rows
+        return {
+            name: TokenRecord(
+                name,
+                token_hash,
+                tuple(parse_scope(s) for s in scopes),
+                int(rps) or None,
+                created.replace(tzinfo=dt.UTC) if created.tzinfo is None else created,
+            )
+            for name, token_hash, scopes, rps, created, _ in rows
+        }
+
+    def create(self, name: str, scopes: list[Scope], rps: int | None = None) -> str:
+        """A new token's value (shown once); 409 if the name is taken."""
+        check_token_name(name)
+        if not scopes:
+            raise ParameterError("a token needs at least one scope")
+        if any(s.fixed_params for s in scopes):
+            raise ParameterError("fixed_params exist only in JWTs")
+        if rps is not None and rps < 1:
+            raise ParameterError("rps must be a positive integer")
+        with self.lock:
+            if name in self.load():
+                raise TokenExists(f"a token named '{name}' exists; refresh or delete it")
+            value = new_token_value()
+            self._write(name, hash_token(value), [str(s) for s in scopes], rps or 0, 0)
+        return value
+
+    def refresh(self, name: str) -> str:
+        """Replace a token's value (same name and scopes); the old value stops working."""
+        with self.lock:
+            record = self._get(name)
+            value = new_token_value()
+            self._write(
+                name, hash_token(value), [str(s) for s in record.scopes], record.rps or 0, 0
+            )
+        return value
+
+    def revoke(self, name: str) -> None:
+        with self.lock:
+            record = self._get(name)
+            self._write(name, record.token_hash, [str(s) for s in record.scopes], 0, 1)
+
+    def _get(self, name: str) -> TokenRecord:
+        record = self.load().get(name)
+        if record is None:
+            raise NotFound(f"no token named '{name[:128]}'")
+        return record
+
+    def _write(self, name: str, token_hash: str, scopes: list[str], rps: int, revoked: int) -> None:
+        self.client.insert(
+            TABLE,
+            [[name, token_hash, scopes, rps, dt.datetime.now(dt.UTC), revoked, time.time_ns()]],
+            column_names=[
+                "name",
+                "token_hash",
+                "scopes",
+                "rps",
+                "created_at",
+                "revoked",
+                "version",
+            ],
+            database=self.database,
+        )
