@@ -104,8 +104,8 @@ def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str
     popular = [
         r[0]
         for r in client.query(
-            f"SELECT item_id FROM {db}.co_purchase GROUP BY item_id "
-            "ORDER BY sum(pairs) DESC LIMIT 1000"
+            f"SELECT item_id FROM {db}.buyer_pairs WHERE item_id != '' GROUP BY item_id "
+            "ORDER BY sum(buyers) DESC LIMIT 1000"
         ).result_rows
     ]
     categories = [
@@ -116,7 +116,7 @@ def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str
         ).result_rows
     ]
     sizes = client.query(
-        f"SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM {db}.co_purchase), "
+        f"SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM {db}.buyer_pairs), "
         f"(SELECT count() FROM {db}.trending)"
     ).result_rows[0]
     pools = {"users": users, "items": popular, "categories": categories}
@@ -125,7 +125,7 @@ def load(project: Path, dataset: Path, merge: bool = True) -> dict[str, list[str
     client.close()
     print(
         f"loaded in {time.perf_counter() - started:.0f} s: events {sizes[0]:,}, "
-        f"co_purchase rows {sizes[1]:,}, trending rows (90 days kept) {sizes[2]:,}",
+        f"buyer_pairs rows {sizes[1]:,}, trending rows (90 days kept) {sizes[2]:,}",
         file=sys.stdout,
     )
     return pools

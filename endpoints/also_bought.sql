@@ -2,8 +2,9 @@
 --
 -- Variant `a` (default) ranks by the number of orders that contain both items (same
 -- basket: the `basket_pairs` view, orders of at most 50 items). Variant `b` ranks by
--- the `co_purchase` view (purchases by the same buyer within 30 days: noisier).
--- Offline on Online Retail, same-basket counts rank better (docs/recommendations.md).
+-- the `buyer_pairs` view (buyers who bought both items in the same 7-day period, of at
+-- most 50 items; materialized_views/buyer_pairs.sql). Offline on Online Retail,
+-- same-basket counts rank better (docs/recommendations.md).
 -- When the item has fewer co-purchased items than `limit`, the most ordered items fill
 -- the list (fallback=false turns that off): basket_pairs('', x) counts the orders with
 -- x, so variant a reads co-purchases and popularity in one pass (item_id IN (item, '')).
@@ -24,12 +25,12 @@
 WITH
     -- per other item: orders (a) or buyer pairs (b) with the item, and its popularity
     counts AS (
-{% if String(variant, 'a', enum=['a', 'b'], description="A/B variant: a (same order) or b (same buyer within 30 days)") == 'b' %}
+{% if String(variant, 'a', enum=['a', 'b'], description="A/B variant: a (same order) or b (same buyer, same period)") == 'b' %}
         SELECT item_id, sum(pairs) AS pairs, sum(popularity) AS popularity
         FROM
         (
-            SELECT c.other_item_id AS item_id, toInt64(c.pairs) AS pairs, 0 AS popularity
-            FROM co_purchase AS c
+            SELECT c.other_item_id AS item_id, c.buyers AS pairs, 0 AS popularity
+            FROM buyer_pairs AS c
             WHERE c.item_id = {{ String(item_id, required=True, description="The item shown", example="85123A") }}
             UNION ALL
             SELECT p.other_item_id AS item_id, 0 AS pairs, p.orders AS popularity

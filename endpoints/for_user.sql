@@ -10,9 +10,9 @@
 --     item's similarity is the sum over its title words of idf(word) * idf(word) *
 --     (weight of the user's items with that word), idf = ln((items + 1) / (items with
 --     the word + 1)) over the catalog (`items_latest.words`), so rare words count more.
--- Variant `b`: co-purchase neighbours of the user's `max_seeds` heaviest items (orders
--- with both items, `basket_pairs`; neighbours discounted by sqrt(purchases + 10)) plus
--- `trending_weight` * trend, both scaled to [0, 1].
+-- Variant `b`: co-purchase neighbours of the user's `max_seeds` heaviest items (buyers
+-- who bought both items in the same 7-day period, `buyer_pairs`; neighbours discounted
+-- by sqrt(purchases + 10)) plus `trending_weight` * trend, both scaled to [0, 1].
 -- Offline on Online Retail `a` finds clearly more of the next basket's new items than
 -- `b` or popularity (docs/recommendations.md). Unknown users (cold start) get trending;
 -- items without a score (no recent events) follow by item_id, so the answer has `limit`
@@ -119,11 +119,11 @@ WITH
         ORDER BY weight DESC, item_id
         LIMIT {{ Int32(max_seeds, 10, min=1, max=500, description="Variant b: seed items used (the heaviest)") }}
     ),
-    -- co-purchase neighbours of the seeds: sum over seeds of weight * orders
+    -- co-purchase neighbours of the seeds: sum over seeds of weight * buyers
     neighbours AS (
         SELECT p.other_item_id AS candidate,
-               sum(s.weight * p.orders) AS score
-        FROM basket_pairs AS p
+               sum(s.weight * p.buyers) AS score
+        FROM buyer_pairs AS p
         INNER JOIN seeds AS s ON s.item_id = p.item_id
         WHERE p.item_id IN (SELECT item_id FROM seeds)
         GROUP BY candidate

@@ -37,6 +37,15 @@
 -- `basket_items` (order_id, item_id): one row per stored purchase event with an order,
 -- filled from `events` (already deduplicated).
 --
+-- Bound per event (N = max_basket_items = 50): writes 1 `basket_items` row; emits 1 row
+-- ('', x) plus, while its order has at most N items, at most 2 (N - 1) = 98 pair
+-- increments, and once per order, in the batch where the order passes N, at most
+-- N (N - 1) = 2,450 decrements (each taking back an earlier increment). Reads the
+-- stored items of its order: as many rows as the order's distinct items, which the cap
+-- does not bound (an order is one checkout; the largest of Online Retail has 1,110
+-- distinct items). Unlike `buyer_pairs`, `basket_items` keeps every item of an order,
+-- because ('', x) counts orders of any size.
+--
 -- Backfill (`redpoll backfill basket_pairs`, ingestion stopped): the tables this file
 -- creates are truncated, then recomputed from `events` by (`{{ max_basket_items }}` is the
 -- constant of basket_pairs_mv; tests/test_views_exact.py compares the view and this

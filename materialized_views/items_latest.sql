@@ -18,6 +18,9 @@
 -- thread). Deleting from `items` (ALTER ... DELETE, TRUNCATE) does not reach
 -- `items_latest`: rebuild it then.
 --
+-- Bound per event (per inserted catalog row; `events` do not reach it): one hash lookup
+-- of the stored version (joinGetOrNull) and at most 1 row written.
+--
 -- Rebuild (`redpoll backfill items_latest`): the table is truncated, then refilled from
 -- `items` by:
 -- recompute:

@@ -12,6 +12,8 @@
 -- Exactness: `trending_mv` reads `events`, i.e. only distinct events, each once; block
 -- splits do not matter for sums.
 --
+-- Bound per event: reads nothing but the event; adds 1 to one (hour, item, type) row.
+--
 -- Backfill (`redpoll backfill trending`, ingestion stopped): the table is truncated,
 -- then recomputed from `events` (within the TTL) by:
 -- recompute:

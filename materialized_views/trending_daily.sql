@@ -13,6 +13,8 @@
 -- Exactness: `trending_daily_mv` reads `events`, i.e. only distinct events, each once;
 -- block splits do not matter for sums.
 --
+-- Bound per event: reads nothing but the event; adds 1 to one (day, item, type) row.
+--
 -- Backfill (`redpoll backfill trending_daily`, ingestion stopped): the table is
 -- truncated, then recomputed from `events` by:
 -- recompute:

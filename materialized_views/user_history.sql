@@ -11,6 +11,9 @@
 --
 -- Exactness: both views read `events`, i.e. only distinct events, each once.
 --
+-- Bound per event: reads nothing but the event; writes at most 1 `user_history` row and
+-- 1 `user_item_stats` row (none without a user).
+--
 -- Backfill (`redpoll backfill user_history`, ingestion stopped): both tables are
 -- truncated, then recomputed from `events` by:
 -- recompute:

@@ -10,8 +10,8 @@
 --     from an earlier batch (batch < current) and it is the first copy in the block, so a
 --     redelivered event (client retry, replay after a crash, Kafka redelivery) changes
 --     nothing anywhere;
---   * views chained on `events` (event_ids, trending, user_history, co_purchase_history)
---     see each distinct event exactly once;
+--   * views chained on `events` (event_ids, trending, user_history, basket_items,
+--     buyer_items) see each distinct event exactly once;
 --   * reads of history are always restricted to batch < current, so the order in which
 --     ClickHouse runs the views of one INSERT does not matter.
 --
@@ -23,8 +23,8 @@
 -- `events_landing` at start, and tests/test_view_files.py fails if app/ lists them.
 --
 -- `events` ORDER BY (event_type, item_id, ts): item- and type-centric analytics. Per-user
--- lookups use `user_history` (ORDER BY (user_id, ts)); co-purchase history uses
--- `co_purchase_history`; trending uses `trending`.
+-- lookups use `user_history` (ORDER BY (user_id, ts)); co-purchase reads `basket_items`
+-- and `buyer_items`; trending uses `trending`.
 --
 -- `event_ids` (EmbeddedRocksDB key-value table, key event_id): the dedup index; a batch
 -- of 10k ids is a multi-get, independent of the table size. It is node-local: on a

@@ -172,10 +172,11 @@ def test_views_no_endpoint_reads_are_left_out_with_the_same_answers(
 
     pruned, full = run(False), run(True)
     left_out = pruned["counts"].pop("views_left_out")
-    assert "co_purchase_mv" in left_out and "co_purchase_history_mv" in left_out
+    # the default variants read basket_pairs, not buyer_pairs (the b variants do)
+    assert "buyer_pairs_mv" in left_out and "buyer_items_mv" in left_out
     assert "basket_pairs_mv" not in left_out and "events_mv" not in left_out
     tables_left_out = pruned["counts"].pop("tables_left_out")
-    assert "co_purchase" in tables_left_out and "basket_pairs" not in tables_left_out
+    assert "buyer_pairs" in tables_left_out and "basket_pairs" not in tables_left_out
     assert full["counts"].pop("views_left_out") == []
     assert full["counts"].pop("tables_left_out") == []
     assert pruned == full

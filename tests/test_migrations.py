@@ -171,6 +171,10 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+#: the number `redpoll migrate new` gives the next migration of the repository's project
+NEXT = max(m.version for m in discover(REPO / "migrations")) + 1
+
+
 def test_the_repository_files_and_migrations_do_not_drift() -> None:
     applied = [m.version for m in discover(REPO / "migrations")]
     assert drift(REPO, applied).lines() == []
@@ -184,7 +188,7 @@ def test_generated_migration_holds_the_new_objects_only(
     assert new_from_files(project) is None  # everything has a migration
     (project / "materialized_views" / "hits.sql").write_text(HITS)
     path = new_from_files(project)
-    assert path is not None and path.name == "0009_hits.sql"
+    assert path is not None and path.name == f"{NEXT:04d}_hits.sql"
     assert {p.name: p.read_bytes() for p in migrations.iterdir() if p != path} == before
     statements = render_statements(discover(migrations)[-1], template_variables("db", ""))
     heads = [next(x for x in s.sql.splitlines() if x and x[:2] != "--") for s in statements]
@@ -194,7 +198,7 @@ def test_generated_migration_holds_the_new_objects_only(
     ]
     assert new_from_files(project) is None  # pending counts: not generated twice
     runner = MigrationRunner(admin_client, migrations, ch_target.database)
-    assert [s.version for s in runner.up()][-1] == 9
+    assert [s.version for s in runner.up()][-1] == NEXT
     tables = admin_client.query(
         "SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE 'hits%'",
         parameters={"db": ch_target.database},
@@ -216,7 +220,7 @@ def test_drift_is_reported_by_name_both_ways(project: Path) -> None:
     ]
     write(
         project / "migrations",
-        "0009_drop.sql",
+        f"{NEXT:04d}_drop.sql",
         "DROP VIEW IF EXISTS {{ database }}.trending_daily_mv;\n"
         "DROP TABLE IF EXISTS {{ database }}.trending_daily;\n",
     )
@@ -225,5 +229,5 @@ def test_drift_is_reported_by_name_both_ways(project: Path) -> None:
         .keys()
         .isdisjoint({"trending_daily", "trending_daily_mv"})
     )
-    assert len(drift(project, applied).not_in_files) == 2  # 0009 is not applied
-    assert drift(project, [*applied, 9]).not_in_files == []
+    assert len(drift(project, applied).not_in_files) == 2  # NEXT is not applied
+    assert drift(project, [*applied, NEXT]).not_in_files == []

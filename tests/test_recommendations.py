@@ -14,7 +14,8 @@ be before 03:00 UTC; all events on whole hours except views):
     catalog    a1 a2 a3 (MUG), b1 b2 (LAMP), c1 (CANDLE), z1 (OTHER, never sold),
                d1 (MUG) whose latest version is unavailable
 
-basket_pairs (orders with both items; here also co_purchase, same buyer within 30 days):
+basket_pairs (orders with both items; here also buyer_pairs, buyers who bought both in one
+period, since every user has one order):
     a1: b1=2, a2=1, c1=1, d1=1      b1: a1=2, c1=1      a2: a1=1, d1=1 ...
     the virtual item '' (orders with the item): a1=3, b1=2, a2=b2=c1=d1=1
 """
@@ -181,7 +182,7 @@ def test_also_bought(recs: TestClient) -> None:
     assert ids(recs, "also_bought", item_id="a1", category="LAMP") == ["b1", "b2"]
     assert ids(recs, "also_bought", item_id="a1", max_per_category=1) == ["b1", "a2", "c1"]
     assert ids(recs, "also_bought", item_id="a1", limit=2) == ["b1", "a2"]
-    # a: orders with both items (b1: o1, o2); b: the co_purchase view, same counts here
+    # a: orders with both items (b1: o1, o2); b: the buyer_pairs view, same counts here
     top = call(recs, "also_bought", item_id="a1")["data"][0]
     assert (top["score"], top["source"]) == (2, "also_bought:a")
     # popularity_damping: pairs / (purchases in 30 days + 10)^d; b1 was bought twice

@@ -72,3 +72,23 @@ def test_sdk_query_returns_data(server_url: str) -> None:
     with pytest.raises(TinybirdApiError) as info:
         bad.query("product_lookup", {"id": 1})
     assert info.value.status_code == 403
+
+
+def test_sdk_sql_runs_on_the_query_api(server_url: str) -> None:
+    """`TinybirdApi.sql` POSTs the SQL as a plain-text body to `/v0/sql` (api/sql.py)."""
+    from tinybird_sdk.api.api import TinybirdApi, TinybirdApiError
+
+    admin = TinybirdApi({"base_url": server_url, "token": "adm"})
+    result = admin.sql("SELECT id, name FROM products WHERE id <= 2 ORDER BY id")
+    assert result["data"] == [{"id": "1", "name": "alpha"}, {"id": "2", "name": "beta"}]
+    assert result["meta"] == [{"name": "id", "type": "UInt64"}, {"name": "name", "type": "String"}]
+    assert admin.sql("SELECT count() AS n FROM products FORMAT JSON")["data"] == [{"n": "3"}]
+
+    with pytest.raises(TinybirdApiError) as info:
+        admin.sql("SELECT * FROM numbers(3)")
+    assert info.value.status_code == 400
+
+    reader = TinybirdApi({"base_url": server_url, "token": "tb-token"})  # PIPES:READ only
+    with pytest.raises(TinybirdApiError) as info:
+        reader.sql("SELECT count() FROM products")
+    assert info.value.status_code == 403

@@ -37,7 +37,7 @@ def test_repository_views_own_their_tables_and_read_their_sources() -> None:
     views = load_views(REPO)
     assert {v.name: v.tables for v in views.views} == {
         "basket_pairs": ("basket_items", "basket_pairs"),
-        "co_purchase": ("co_purchase_history", "co_purchase"),
+        "buyer_pairs": ("buyer_items", "buyer_pairs"),
         "items_latest": ("items_latest",),
         "trending": ("trending",),
         "trending_daily": ("trending_daily",),
@@ -61,6 +61,36 @@ def test_constants_are_written_once_and_the_block_is_no_ddl() -> None:
     assert any("uniqExact(item_id) <= 50)" in s for s in basket.recompute_statements("db"))
     assert [o.kind for o in basket.objects] == ["table", "materialized view"] * 2
     assert all("recompute" not in o.text for o in basket.objects)
+
+
+def test_buyer_pairs_views_share_their_constants() -> None:
+    """bucket_days and max_group_items are written in both views of buyer_pairs (each
+    groups the block itself); they must agree, and the recompute block uses them."""
+    buyer = load_views(REPO).get("buyer_pairs")
+    views = [o for o in buyer.objects if o.kind == "materialized view"]
+    assert [o.name for o in views] == ["buyer_items_mv", "buyer_pairs_mv"]
+    assert views[0].constants == views[1].constants == buyer.constants
+    cap, days = int(buyer.constants["max_group_items"]), int(buyer.constants["bucket_days"])
+    text = " ".join(buyer.recompute_statements("db"))
+    assert f"86400 * {days})" in text and f"LIMIT {cap + 1} BY" in text
+    assert f"HAVING count() <= {cap})" in text
+    header = buyer.path.read_text().split("CREATE TABLE")[0]
+    header = " ".join(line.lstrip("-").strip() for line in header.splitlines())
+    assert f"more than {cap} distinct items" in header and f"86400 * {days})" in header
+
+
+def test_every_view_file_states_its_bound_per_event() -> None:
+    """Every default view's file says how much work one event costs."""
+    for view in load_views(REPO).views:
+        header = view.path.read_text().split("CREATE TABLE")[0]
+        assert "Bound per event" in header, f"{view.path.name}: no `Bound per event`"
+
+
+def test_optional_views_are_not_default() -> None:
+    """materialized_views/optional/ is opt-in: not loaded, not migrated, not repaired."""
+    optional = sorted(p.name for p in (REPO / "materialized_views" / "optional").glob("*.sql"))
+    assert optional == ["co_purchase.sql"]
+    assert "co_purchase" not in load_views(REPO).names
 
 
 def test_a_view_added_as_a_file_is_known_without_code(project: Path) -> None:

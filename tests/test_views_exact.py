@@ -2,18 +2,24 @@
 
 Random event streams (few users/items/orders, purchases with and without user, other
 event types, timestamps spread around the 30-day window) arrive shuffled, split into
-random batches, with duplicated events and replayed batches, under random session
-settings that would split blocks. co_purchase, basket_pairs, trending, user_history and
-user_item_stats must equal the oracle computed from the distinct events by nested loops,
-and so must a `backfill` of each view afterwards.
+random batches, with duplicated events and replayed batches, a writer restart in
+between, under random session settings that would split blocks. Every view of
+materialized_views/ fed by `events` (basket_pairs, buyer_pairs, trending, trending_daily,
+user_history and user_item_stats) and the opt-in co_purchase
+(materialized_views/optional/) must equal the oracle computed from the distinct events by
+nested loops (tests/support/views.py), and so must a `backfill` of each view afterwards;
+items_latest (fed by `items`) must equal `items FINAL`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import random
+import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,37 +30,65 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redpoll.clickhouse.client import Client, Target, connect
-from redpoll.ingest.writer import EventWriter, backfill, backfill_queries
-from redpoll.materialized import schema_files
+from redpoll.ingest.writer import EventWriter, backfill
+from redpoll.materialized import ViewSet, load_views, schema_files
 from redpoll.migrations.files import (
     discover,
 )
+from redpoll.migrations.generate import created_objects
 from tests.support.views import (
     BASE_MS,
     BASKET_CAP,
+    BUCKET_DAYS,
     DAY_MS,
     EVENT_FIELDS,
+    GROUP_CAP,
     HOUR_MS,
     MIGRATIONS,
+    OPTIONAL,
     VIEWS,
     apply_migrations,
+    apply_optional_views,
     observed,
     oracle,
     statements_of,
 )
 
+_CREATED = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|VIEW) IF NOT EXISTS db\.(\w+)")
+
 
 def test_readable_definitions_mirror_the_migrations() -> None:
-    """sql/ and materialized_views/ (what analysts read) say exactly what migrations do."""
-    migrated = statements_of([m.path for m in discover(MIGRATIONS)])
+    """sql/ and materialized_views/ (what analysts read) say exactly what migrations do:
+    the CREATEs of the objects that exist after every migration (a later DROP removes
+    one, e.g. 0009 drops co_purchase, now materialized_views/optional/)."""
+    existing = set(created_objects(discover(MIGRATIONS)))
+    migrated = [
+        s
+        for s in statements_of([m.path for m in discover(MIGRATIONS)])
+        if (m := _CREATED.match(s)) and m.group(1) in existing
+    ]
     declared = statements_of([f.path for f in schema_files(MIGRATIONS.parent)])
     assert sorted(migrated) == sorted(declared)
+    assert not existing & {t for v in OPTIONAL.views for t in v.tables}
 
 
-def backfill_basket_pairs(client: Client, db: str, basket_cap: int) -> None:
-    """`backfill` of basket_pairs with another cap (the view's file sets 50)."""
-    for statement in backfill_queries(db, "basket_pairs", VIEWS):
-        client.command(statement.replace(f"<= {BASKET_CAP})", f"<= {basket_cap})"))
+@functools.cache
+def views_with(basket_cap: int, group_cap: int, bucket_days: int) -> ViewSet:
+    """The repository's view files with other constants (what `apply_migrations` installs
+    with them), so that the writer's repair and `backfill` use the same ones."""
+    if (basket_cap, group_cap, bucket_days) == (BASKET_CAP, GROUP_CAP, BUCKET_DAYS):
+        return VIEWS
+    root = Path(tempfile.mkdtemp(prefix="views-"))
+    (root / "materialized_views").mkdir()
+    for view in VIEWS.views:
+        text = view.path.read_text()
+        text = text.replace(
+            f"{BASKET_CAP} AS max_basket_items", f"{basket_cap} AS max_basket_items"
+        )
+        text = text.replace(f"{GROUP_CAP} AS max_group_items", f"{group_cap} AS max_group_items")
+        text = text.replace(f"{BUCKET_DAYS} AS bucket_days", f"{bucket_days} AS bucket_days")
+        (root / "materialized_views" / view.path.name).write_text(text)
+    return load_views(root)
 
 
 @st.composite
@@ -111,11 +145,18 @@ def fresh_db(ch_target: Target, admin_client: Client) -> Iterator[Any]:
     """A factory of fresh databases with the view migrations applied (one per example)."""
     created: list[str] = []
 
-    def make(basket_cap: int = BASKET_CAP) -> str:
+    def make(
+        basket_cap: int = BASKET_CAP,
+        group_cap: int = GROUP_CAP,
+        bucket_days: int = BUCKET_DAYS,
+        optional: bool = False,
+    ) -> str:
         db = f"{ch_target.database}_{uuid.uuid4().hex[:8]}"
         admin_client.command(f"CREATE DATABASE {db}")
         created.append(db)
-        apply_migrations(admin_client, db, basket_cap)
+        apply_migrations(admin_client, db, basket_cap, group_cap, bucket_days)
+        if optional:
+            apply_optional_views(admin_client, db)
         return db
 
     yield make
@@ -124,7 +165,7 @@ def fresh_db(ch_target: Target, admin_client: Client) -> Iterator[Any]:
 
 
 @settings(
-    max_examples=150,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -133,6 +174,9 @@ def fresh_db(ch_target: Target, admin_client: Client) -> Iterator[Any]:
     session=_block_settings,
     tuples=st.booleans(),
     basket_cap=st.sampled_from([BASKET_CAP, 2, 3]),
+    group_cap=st.sampled_from([GROUP_CAP, 2, 3]),
+    bucket_days=st.sampled_from([BUCKET_DAYS, 1, 7]),
+    restart=st.integers(0, 8),
 )
 def test_views_equal_oracle(
     ch_target: Target,
@@ -141,15 +185,24 @@ def test_views_equal_oracle(
     session: dict[str, Any],
     tuples: bool,
     basket_cap: int,
+    group_cap: int,
+    bucket_days: int,
+    restart: int,
 ) -> None:
-    """basket_cap: the basket_pairs cap, also small so that orders (up to 5 items here)
-    grow past it, within a batch and across batches."""
+    """basket_cap, group_cap: the basket_pairs and buyer_pairs caps, also small so that
+    orders and buyer groups (up to 5 items here) grow past them, within a batch and across
+    batches; bucket_days: buyer_pairs' period, also short so that groups split; restart:
+    the writer is replaced (a process restart) before that batch. The opt-in co_purchase
+    is installed too, as a project that opts in has it."""
     events, batches = stream
-    db = fresh_db(basket_cap)
+    db = fresh_db(basket_cap, group_cap, bucket_days, optional=True)
+    views = views_with(basket_cap, group_cap, bucket_days)
     client = connect(ch_target, settings=session)
     try:
-        writer = EventWriter(client, db, views=VIEWS)
-        for batch in batches:
+        writer = EventWriter(client, db, views=views)
+        for n, batch in enumerate(batches):
+            if n == restart:
+                writer = EventWriter(client, db, views=views)  # reads the last batch back
             if tuples:  # list-of-tuples input in the landing table's column order
                 writer.insert(
                     [
@@ -168,16 +221,22 @@ def test_views_equal_oracle(
                 )
             else:
                 writer.insert(to_columns(batch))
-        expected = oracle(events, basket_cap)
-        assert observed(client, db) == expected
-        for view in VIEWS.fed_by({"events"}):
-            if view.name == "basket_pairs":
-                backfill_basket_pairs(client, db, basket_cap)
-            else:
-                backfill(client, db, view.name, VIEWS)
-        assert observed(client, db) == expected
+        expected = oracle(events, basket_cap, group_cap, bucket_days, optional=True)
+        assert observed(client, db, optional=True) == expected
+        for view in views.fed_by({"events"}):
+            backfill(client, db, view.name, views)
+        backfill(client, db, "co_purchase", OPTIONAL)
+        assert observed(client, db, optional=True) == expected
     finally:
         client.close()
+
+
+def test_every_view_file_is_covered_by_the_oracle() -> None:
+    """A new file of materialized_views/ (or optional/) must be added to the oracle."""
+    fed = {v.name for v in VIEWS.fed_by({"events"})} | set(OPTIONAL.names)
+    checked = set(oracle([], optional=True)) | {"user_history"}  # its file: both tables
+    assert fed <= checked, fed - checked
+    assert set(VIEWS.names) - fed == {"items_latest"}  # test_items_latest_equals_final
 
 
 def test_writer_recovers_batch_and_ignores_replays(
@@ -199,7 +258,7 @@ def test_writer_recovers_batch_and_ignores_replays(
     assert restarted.insert(rows).batch == 2  # replay after crash: counts unchanged
     assert restarted.insert({"item_id": ["z"], "event_type": ["view"]}).rows_sent == 1
     got = observed(admin_client, db)
-    assert got["co_purchase"] == {("x", "y"): 1, ("y", "x"): 1}
+    assert got["buyer_pairs"] == {("x", "y"): 1, ("y", "x"): 1}
     assert len(got["events"]) == 3  # generated event_id for the third event
 
 
@@ -233,7 +292,7 @@ def test_split_block_breaks_exactness_without_the_writer(
         [1, 1],
     ]
     admin_client.data_insert(context)
-    assert observed(admin_client, db)["co_purchase"] == {}
+    assert observed(admin_client, db)["buyer_pairs"] == {}
     assert oracle(
         [
             {
@@ -255,7 +314,7 @@ def test_split_block_breaks_exactness_without_the_writer(
                 "quantity": 0,
             },
         ]
-    )["co_purchase"] == {("x", "y"): 1, ("y", "x"): 1}
+    )["buyer_pairs"] == {("x", "y"): 1, ("y", "x"): 1}
 
 
 def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
@@ -284,7 +343,7 @@ def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
     writer.insert(to_columns(events[30:]))
     assert not journal.exists()
     # Simulate a crash after `events` got the last batch but before other views did.
-    admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
+    admin_client.command(f"TRUNCATE TABLE {db}.buyer_pairs")
     admin_client.command(f"DELETE FROM {db}.trending WHERE item_id = 'i1'")
     admin_client.command(f"TRUNCATE TABLE {db}.event_ids")
     journal.write_text('{"batch": 2}')
@@ -297,7 +356,7 @@ def test_cut_short_insert_is_rolled_back_and_repaired_from_events(
     writer.insert(to_columns(events[:10]))  # replays still change nothing after repair
     assert observed(admin_client, db) == oracle(events)
     journal.write_text("not json")  # unreadable: nothing is removed, views are rebuilt
-    admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
+    admin_client.command(f"TRUNCATE TABLE {db}.buyer_pairs")
     EventWriter(admin_client, db, journal=journal, views=VIEWS)
     assert not journal.exists()
     assert observed(admin_client, db) == oracle(events)
@@ -490,6 +549,6 @@ def test_repair_skips_a_view_file_whose_migration_is_not_applied_yet(
     writer = EventWriter(admin_client, db, views=tmp_path)
     assert "hits" in writer.views.names
     writer.insert(to_columns(events))
-    admin_client.command(f"TRUNCATE TABLE {db}.co_purchase")
+    admin_client.command(f"TRUNCATE TABLE {db}.buyer_pairs")
     writer.repair()
     assert observed(admin_client, db) == oracle(events)

@@ -138,6 +138,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("query_timeout_s", float, 10.0, "Default max_execution_time for endpoint queries."),
     Setting("max_result_rows", int, 100_000, "Default max_result_rows for endpoint queries."),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+    Setting(
+        "log_format",
+        str,
+        "json",
+        "`json`: one JSON object per log line (time, level, logger, message, request_id); "
+        "`text`: plain lines for a terminal.",
+    ),
+    Setting(
+        "stats_retention_days",
+        int,
+        30,
+        "Days `pipe_stats` and `datasources_ops_log` keep rows (TTL).",
+    ),
     Setting("kafka_brokers", str, "", "Kafka bootstrap servers (host:port,...). Empty: no Kafka."),
     # --- limits (docs/limits.md): what a client gets when it hits each ---------------
     Setting(
@@ -287,6 +300,8 @@ class Settings:
     query_timeout_s: float
     max_result_rows: int
     log_level: str
+    log_format: str
+    stats_retention_days: int
     kafka_brokers: str
     max_body_bytes: int
     max_inflated_bytes: int

@@ -23,9 +23,8 @@ from litestar.testing import TestClient
 from redpoll.app import create_app
 from redpoll.settings import Settings
 from redpoll.store import Store
-from redpoll.testing import copy_project
 from tests.support.api import ADMIN_TOKEN, api_client, assert_error_envelope
-from tests.support.paths import REPO_ROOT
+from tests.support.shop import create_token, prepare_shop
 
 SIGNING_KEY = "k" * 48
 ITEMS = [{"item_id": f"i{i}", "category": "c", "price": 1.0} for i in range(3)]
@@ -44,14 +43,7 @@ EVENT = json.dumps(
 @pytest.fixture
 def shop(project_dir: Path, store: Store) -> Path:
     """The repository's project (its endpoints: popular, trending, ...), migrated."""
-    copy_project(
-        REPO_ROOT,
-        project_dir,
-        ("sql", "materialized_views", "migrations", "endpoints"),
-        exist_ok=True,
-    )
-    store.migrations().up()
-    return project_dir
+    return prepare_shop(project_dir, store)
 
 
 @pytest.fixture
@@ -61,22 +53,13 @@ def admin(shop: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
         yield client
 
 
-def create_token(admin: TestClient, name: str, *scopes: str, **params: Any) -> str:
-    response = admin.post("/v0/tokens", params={"name": name, "scope": list(scopes), **params})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["name"] == name and body["scope"] == list(scopes)
-    token: str = body["token"]
-    return token
-
-
 def call(api: TestClient, method: str, url: str, token: str | None, **kwargs: Any) -> Any:
     headers = {"Authorization": f"Bearer {token}" if token else ""}
     return api.request(method, url, headers=headers, **kwargs)
 
 
 # Every route of the app, the scope it needs (None: public; `:*`: on any resource, the
-# answer shows only granted ones) and a request that succeeds with that scope.
+# answer shows only granted ones; `A|B`: either) and a request that succeeds with that scope.
 # test_every_route_is_classified keeps the table complete.
 ROUTES: list[tuple[str, str, str, str | None, dict[str, Any]]] = [
     ("GET", "/v0/health", "/v0/health", None, {}),
@@ -97,6 +80,23 @@ ROUTES: list[tuple[str, str, str, str | None, dict[str, Any]]] = [
         "/v0/events?name=events",
         "DATASOURCES:APPEND:events",
         {"content": EVENT},
+    ),
+    ("GET", "/v0/metrics", "/v0/metrics", "ADMIN", {}),
+    ("GET", "/v0/sql", "/v0/sql?q=SELECT count() FROM events", "DATASOURCES:READ:events", {}),
+    (
+        "POST",
+        "/v0/sql",
+        "/v0/sql",
+        "DATASOURCES:READ:events",
+        {"data": {"q": "SELECT count() FROM events"}},
+    ),
+    ("GET", "/v0/datasources", "/v0/datasources", "DATASOURCES:READ:*|DATASOURCES:APPEND:*", {}),
+    (
+        "GET",
+        "/v0/datasources/{name:str}",
+        "/v0/datasources/events",
+        "DATASOURCES:READ:events|DATASOURCES:APPEND:events",
+        {},
     ),
     ("GET", "/redpoll/v1/admin/migrations", "/redpoll/v1/admin/migrations", "ADMIN", {}),
     (
@@ -154,6 +154,8 @@ SCOPES = {
 
 
 def covers(held: str, needed: str) -> bool:
+    if "|" in needed:  # any of several scopes will do
+        return any(covers(held, one) for one in needed.split("|"))
     if held == "ADMIN":
         return True
     held_type, _, held_res = held.rpartition(":") if held.count(":") == 2 else (held, "", "")

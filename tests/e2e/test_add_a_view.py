@@ -110,8 +110,9 @@ def test_an_analyst_adds_a_view_with_commands_only(tmp_path: Path) -> None:
     assert "buyers_per_item is defined in materialized_views/buyers_per_item.sql" in drift.stderr
 
     # 2. the migration, generated; the existing ones are untouched
+    next_version = max(int(p.name[:4]) for p in (project / "migrations").glob("*.sql")) + 1
     generated = Path(ok(project, "migrate", "new", "--from-views").strip())
-    assert generated.name == "0009_buyers_per_item.sql"
+    assert generated.name == f"{next_version:04d}_buyers_per_item.sql"
     text = generated.read_text()
     assert "CREATE TABLE IF NOT EXISTS {{ database }}.buyers_per_item {{ on_cluster }}" in text
     assert "buyers_per_item_mv" in text and "co_purchase" not in text

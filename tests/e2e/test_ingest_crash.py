@@ -98,13 +98,13 @@ def test_kill_dash_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
         for r in rows:
             r["ts"] = int(r["ts"])
             r["quantity"] = int(r["quantity"])
-        expected = oracle(rows)["co_purchase"]
+        expected = oracle(rows)["buyer_pairs"]
         got = {
-            (r["item_id"], r["other_item_id"]): int(r["pairs"])
+            (r["item_id"], r["other_item_id"]): int(r["buyers"])
             for r in admin_sql(
                 server.url,
-                "SELECT item_id, other_item_id, sum(pairs) AS pairs FROM co_purchase "
-                "GROUP BY item_id, other_item_id HAVING pairs > 0",
+                "SELECT item_id, other_item_id, sum(buyers) AS buyers FROM buyer_pairs "
+                "GROUP BY item_id, other_item_id HAVING buyers != 0",
             )
         }
         assert got == expected

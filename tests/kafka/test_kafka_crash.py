@@ -185,7 +185,7 @@ def test_kill_dash_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path:
     missing = set(want["events"]) - set(got["events"])
     extra = set(got["events"]) - set(want["events"])
     assert not missing and not extra, (sorted(missing)[:5], sorted(extra)[:5])
-    for view in ("co_purchase", "trending", "user_history", "user_item_stats"):
+    for view in ("buyer_pairs", "trending", "user_history", "user_item_stats"):
         assert got[view] == want[view], view
     assert len(bad) == stream.malformed  # each bad row quarantined (maybe more than once)
     for row in bad:

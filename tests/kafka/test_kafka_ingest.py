@@ -26,7 +26,7 @@ def assert_exact(client: Client, target: Target, stream: Stream) -> None:
     got = observed(client, target.database)
     want = oracle(list(stream.distinct.values()))
     assert got["events"] == want["events"], "events differ from the distinct valid events"
-    for view in ("co_purchase", "trending", "user_history", "user_item_stats"):
+    for view in ("buyer_pairs", "trending", "user_history", "user_item_stats"):
         assert got[view] == want[view], view
 
 

@@ -1,6 +1,7 @@
 """The exactness oracle shared by view tests: a plain-Python recomputation of every view
 from the distinct events (`oracle`), what a store holds (`observed`), and the migrations
-that create the views in a scratch database (`apply_migrations`)."""
+that create the views in a scratch database (`apply_migrations`), optionally with the
+opt-in views of materialized_views/optional/ (`apply_optional_views`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from redpoll.clickhouse.client import Client
-from redpoll.materialized import load_views, read_schema_file
+from redpoll.materialized import ViewSet, load_views, read_schema_file, read_view
 from redpoll.migrations.files import (
     MigrationFile,
     discover,
@@ -21,6 +22,13 @@ from redpoll.migrations.files import (
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 #: the repository's views (materialized_views/*.sql), in rebuild order
 VIEWS = load_views(MIGRATIONS.parent)
+#: the opt-in views (materialized_views/optional/*.sql): not installed by the migrations
+OPTIONAL = ViewSet(
+    tuple(
+        read_view(p)
+        for p in sorted((MIGRATIONS.parent / "materialized_views/optional").glob("*.sql"))
+    )
+)
 WINDOW_MS = 30 * 86_400_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -32,17 +40,39 @@ EVENT_FIELDS = ("event_id", "ts", "user_id", "order_id", "item_id", "event_type"
 # basket_pairs: orders of at most this many distinct items (`max_basket_items` of its file)
 BASKET_CAP = int(VIEWS.get("basket_pairs").constants["max_basket_items"])
 _CAP_SQL = f"{BASKET_CAP} AS max_basket_items"
+# buyer_pairs: groups (buyer x period of `bucket_days`) of at most `max_group_items` items
+GROUP_CAP = int(VIEWS.get("buyer_pairs").constants["max_group_items"])
+BUCKET_DAYS = int(VIEWS.get("buyer_pairs").constants["bucket_days"])
+_GROUP_CAP_SQL = f"{GROUP_CAP} AS max_group_items"
+_BUCKET_SQL = f"{BUCKET_DAYS} AS bucket_days"
 
 
-def apply_migrations(client: Client, database: str, basket_cap: int = BASKET_CAP) -> None:
+def apply_migrations(
+    client: Client,
+    database: str,
+    basket_cap: int = BASKET_CAP,
+    group_cap: int = GROUP_CAP,
+    bucket_days: int = BUCKET_DAYS,
+) -> None:
     """Run the repository's migrations with the project's own file splitter and variables
-    (`basket_cap`: a smaller basket_pairs cap, so that small tests reach it)."""
+    (`basket_cap`, `group_cap`, `bucket_days`: other constants of basket_pairs and
+    buyer_pairs, small so that small tests reach the caps and cross periods)."""
     for migration in discover(MIGRATIONS):
         for statement in render_statements(migration, template_variables(database, "")):
             sql = statement.sql
-            if basket_cap != BASKET_CAP and _CAP_SQL in sql:
-                sql = sql.replace(_CAP_SQL, f"{basket_cap} AS max_basket_items")
-            client.command(sql)
+            sql = sql.replace(_CAP_SQL, f"{basket_cap} AS max_basket_items")
+            sql = sql.replace(_GROUP_CAP_SQL, f"{group_cap} AS max_group_items")
+            client.command(sql.replace(_BUCKET_SQL, f"{bucket_days} AS bucket_days"))
+
+
+def apply_optional_views(client: Client, database: str) -> None:
+    """Create the opt-in views (materialized_views/optional/) as a project that opts in
+    would: their files' statements, after the migrations."""
+    for view in OPTIONAL.views:
+        text = ";\n".join(o.text for o in view.objects)
+        migration = MigrationFile(0, view.name, view.path, text)
+        for statement in render_statements(migration, template_variables(database, "")):
+            client.command(statement.sql)
 
 
 def statements_of(paths: list[Path]) -> list[str]:
@@ -65,8 +95,15 @@ def statements_of(paths: list[Path]) -> list[str]:
     return out
 
 
-def oracle(distinct: list[dict[str, Any]], basket_cap: int = BASKET_CAP) -> dict[str, Any]:
-    """Batch recomputation over the distinct events, written to be read, not to be fast."""
+def oracle(
+    distinct: list[dict[str, Any]],
+    basket_cap: int = BASKET_CAP,
+    group_cap: int = GROUP_CAP,
+    bucket_days: int = BUCKET_DAYS,
+    optional: bool = False,
+) -> dict[str, Any]:
+    """Batch recomputation over the distinct events, written to be read, not to be fast
+    (`optional`: also the opt-in views, for stores where they are installed)."""
     co_purchase: Counter[tuple[str, str]] = Counter()
     purchases = [e for e in distinct if e["event_type"] == "purchase"]
     for e in purchases:
@@ -97,6 +134,19 @@ def oracle(distinct: list[dict[str, Any]], basket_cap: int = BASKET_CAP) -> dict
             for b in items:
                 if a != b:
                     basket_pairs[(a, b)] += 1
+    groups: dict[tuple[str, int], set[str]] = {}
+    for e in purchases:
+        if e["user_id"] or e["order_id"]:
+            buyer = "u:" + e["user_id"] if e["user_id"] else "o:" + e["order_id"]
+            bucket = e["ts"] // (DAY_MS * bucket_days)
+            groups.setdefault((buyer, bucket), set()).add(e["item_id"])
+    buyer_pairs: Counter[tuple[str, str]] = Counter()
+    for items in groups.values():
+        if len(items) <= group_cap:
+            for a in items:
+                for b in items:
+                    if a != b:
+                        buyer_pairs[(a, b)] += 1
     trending: Counter[tuple[int, str, str]] = Counter()
     trending_daily: Counter[tuple[int, str, str]] = Counter()
     for e in distinct:
@@ -116,30 +166,34 @@ def oracle(distinct: list[dict[str, Any]], basket_cap: int = BASKET_CAP) -> dict
             s[1] += e["quantity"]
             s[2] = min(s[2], e["ts"])
             s[3] = max(s[3], e["ts"])
-    return {
-        "co_purchase": dict(co_purchase),
+    out: dict[str, Any] = {
         "basket_pairs": dict(basket_pairs),
+        "buyer_pairs": dict(buyer_pairs),
         "trending": dict(trending),
         "trending_daily": dict(trending_daily),
         "user_history": history,
         "user_item_stats": {k: tuple(v) for k, v in stats.items()},
         "events": sorted(e["event_id"] for e in distinct),
     }
+    if optional:
+        out["co_purchase"] = dict(co_purchase)
+    return out
 
 
-def observed(client: Client, db: str) -> dict[str, Any]:
-    """What the views hold, in the oracle's shapes (sums, since merges are lazy)."""
+def observed(client: Client, db: str, optional: bool = False) -> dict[str, Any]:
+    """What the views hold, in the oracle's shapes (sums, since merges are lazy);
+    `optional`: the opt-in views are installed too."""
 
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in client.query(sql.format(db=db)).result_rows]
 
-    co_purchase = rows(
-        "SELECT item_id, other_item_id, sum(pairs) AS n FROM {db}.co_purchase "
-        "GROUP BY item_id, other_item_id HAVING n > 0"
+    buyer_pairs = rows(
+        "SELECT item_id, other_item_id, sum(buyers) AS n FROM {db}.buyer_pairs "
+        "GROUP BY item_id, other_item_id HAVING n != 0"
     )
     basket_pairs = rows(
         "SELECT item_id, other_item_id, sum(orders) AS n FROM {db}.basket_pairs "
-        "GROUP BY item_id, other_item_id HAVING n > 0"
+        "GROUP BY item_id, other_item_id HAVING n != 0"
     )
     trending = rows(
         "SELECT toUnixTimestamp(hour), item_id, event_type, sum(events) AS n "
@@ -158,8 +212,8 @@ def observed(client: Client, db: str) -> dict[str, Any]:
         "toUnixTimestamp64Milli(min(first_ts)), toUnixTimestamp64Milli(max(last_ts)) "
         "FROM {db}.user_item_stats GROUP BY user_id, item_id, event_type"
     )
-    return {
-        "co_purchase": {(a, b): int(n) for a, b, n in co_purchase},
+    out: dict[str, Any] = {
+        "buyer_pairs": {(a, b): int(n) for a, b, n in buyer_pairs},
         "basket_pairs": {(a, b): int(n) for a, b, n in basket_pairs},
         "trending": {(int(h), i, t): int(n) for h, i, t, n in trending},
         "trending_daily": {(int(d), i, t): int(n) for d, i, t, n in trending_daily},
@@ -169,3 +223,10 @@ def observed(client: Client, db: str) -> dict[str, Any]:
         },
         "events": sorted(r[0] for r in rows("SELECT event_id FROM {db}.events")),
     }
+    if optional:
+        co_purchase = rows(
+            "SELECT item_id, other_item_id, sum(pairs) AS n FROM {db}.co_purchase "
+            "GROUP BY item_id, other_item_id HAVING n > 0"
+        )
+        out["co_purchase"] = {(a, b): int(n) for a, b, n in co_purchase}
+    return out

@@ -4,7 +4,8 @@ Every module under app/redpoll belongs to one layer; it may import its own layer
 layers below, never one above. Every import counts: at the top, inside a function (lazy)
 and under `TYPE_CHECKING` (a type names its caller as surely as a call does).
 
-    foundation  redpoll, redpoll.errors, redpoll.settings     anyone may import these
+    foundation  redpoll, redpoll.errors, redpoll.settings,    anyone may import these
+                redpoll.logging_setup
     clickhouse  redpoll.clickhouse                            clients, locks, error codes
     store       redpoll.store, redpoll.migrations, redpoll.materialized, redpoll.datasets
     services    redpoll.ingest, redpoll.kafka, redpoll.endpoints, redpoll.evaluation,
@@ -31,7 +32,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "app" / "redpoll"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("redpoll", "redpoll.errors", "redpoll.settings")),
+    ("foundation", ("redpoll", "redpoll.errors", "redpoll.settings", "redpoll.logging_setup")),
     ("clickhouse", ("redpoll.clickhouse",)),
     ("store", ("redpoll.store", "redpoll.migrations", "redpoll.materialized", "redpoll.datasets")),
     (

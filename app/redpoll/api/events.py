@@ -16,7 +16,9 @@ Limits (settings in `settings.py`, docs/ingestion.md), each a JSON error:
   validation (`IngestService.ingest`); nothing is written.
 - `line_offset` (Redpoll extension, quarantine line numbers relative to a file) must be an
   integer from 0 to `MAX_FIRST_LINE - 1`: else 400.
-Decompression and validation run in a worker thread, off the event loop.
+Decompression and validation run in a worker thread, off the event loop; an all-valid
+body is validated column by column (the fast path of `ingest/validate.py`), any other by
+the general path, with the same result.
 """
 
 from __future__ import annotations

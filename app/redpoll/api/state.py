@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litestar.datastructures import State
 
+    from redpoll.api.metrics import Metrics
     from redpoll.api.rate_limits import RateLimits
+    from redpoll.api.request_log import CallLog
     from redpoll.endpoints.lanes import QueryLanes
     from redpoll.endpoints.model import FunctionSet
     from redpoll.endpoints.registry import Registry
@@ -51,6 +53,10 @@ class AppState:
     ingest: IngestService = dataclasses.field(init=False, repr=False)
     #: the Kafka consumers, when bindings and brokers are configured
     kafka: KafkaIngestors | None = None
+    #: this app's Prometheus registry and request instruments (api/metrics.py)
+    metrics: Metrics = dataclasses.field(init=False, repr=False)
+    #: writes `pipe_stats` and `datasources_ops_log` (api/request_log.py); None: not recorded
+    call_log: CallLog | None = None
     #: extra entries of the `/v0/ready` body, e.g. the Kafka consumers' status
     readiness_probes: list[Callable[[], dict[str, Any]]] = dataclasses.field(default_factory=list)
 

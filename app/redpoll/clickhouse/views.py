@@ -2,9 +2,9 @@
 
 Used by `redpoll evaluate` to leave out, in its throwaway store, the views whose output
 no evaluated query reads, and their tables, so that a query reaching one fails loudly
-(the per-buyer `co_purchase` view is ~2/3 of the ingest cost and neither default
-recommendation endpoint reads it). Read from `system.tables`, so views a project adds
-are handled like the bundled ones.
+(the pair views cost most of the ingest time, and the default variants of the
+recommendation endpoints read only some of them). Read from `system.tables`, so views a
+project adds are handled like the bundled ones.
 """
 
 from __future__ import annotations

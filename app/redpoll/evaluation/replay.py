@@ -5,7 +5,7 @@ How it avoids seeing the future: events are grouped into fixed time windows (1 h
 default). For each window, first every invoice of the window is answered from the store
 as it was at the window's start (endpoints with `now` = the invoice time, baselines from
 their state), then the whole window is ingested through `EventWriter`, the same writer
-the HTTP and Kafka paths use, so every materialized view (co_purchase, trending,
+the HTTP and Kafka paths use, so every materialized view (buyer_pairs, trending,
 user_history, user_item_stats) is updated exactly as in production. A purchase is never
 in the store when it is predicted.
 
@@ -598,7 +598,7 @@ def _drop_unread_views(
     The tables read come from the endpoints rendered with the evaluation's parameters
     (branches depend on parameters, not on which user or item is asked), so the answers
     are the same as with every view (`--all-views` checks it); ingest gets ~3x faster
-    when the per-buyer `co_purchase` view goes.
+    when unread pair views go.
     """
     catalog = registry.catalog()
     now = "2011-01-01 00:00:00Z"

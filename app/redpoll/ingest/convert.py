@@ -32,6 +32,7 @@ import decimal
 import math
 import re
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +47,10 @@ __all__ = (
     "EVENT_TIME_MAX",
     "EVENT_TIME_MIN",
     "Converter",
+    "FastCheck",
     "Limits",
     "converter_for",
+    "fast_check",
     "parse_timestamp",
     "split_type_args",
 )
@@ -66,6 +69,34 @@ _DATE32_RANGE = (dt.date(1900, 1, 1), dt.date(2299, 12, 31))
 _FLOAT32_MAX = 3.4028234663852886e38
 _DECIMAL_PRECISION = {"Decimal32": 9, "Decimal64": 18, "Decimal128": 38, "Decimal256": 76}
 _json_encode = msgspec.json.Encoder().encode
+
+
+@dataclasses.dataclass(frozen=True)
+class FastCheck:
+    """What a converter does to the common JSON kind of its column, so a whole column can
+    be checked at once (`validate.py`'s fast path) with the converter's exact result:
+
+    - `str`: a JSON string is kept as is if its UTF-8 size is at most `cap`;
+    - `int`: a JSON integer is kept as is if `low <= value <= high`;
+    - `float`: a JSON number becomes `float(value)` if finite and `abs(value) <= limit`.
+
+    Any other value goes through the converter itself.
+    """
+
+    kind: str  # "str", "int" or "float"
+    cap: int = 0
+    low: int = 0
+    high: int = 0
+    limit: float = math.inf
+
+
+_FAST: weakref.WeakKeyDictionary[Converter, FastCheck] = weakref.WeakKeyDictionary()
+
+
+def fast_check(convert: Converter) -> FastCheck | None:
+    """The column-at-once description of a converter built by `converter_for`, if any
+    (top-level String, integer and float columns)."""
+    return _FAST.get(convert)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +209,7 @@ def _string(cap: int, json_text: bool, fixed: bool = False) -> Converter:
             raise ValueError(f"{size} bytes is longer than {what}")
         return text
 
+    _FAST[convert] = FastCheck("str", cap=cap)
     return convert
 
 
@@ -197,6 +229,7 @@ def _integer(type_name: str, low: int, high: int) -> Converter:
             raise ValueError(f"{_show(number)} is out of range for {type_name}")
         return number
 
+    _FAST[convert] = FastCheck("int", low=low, high=high)
     return convert
 
 
@@ -221,6 +254,7 @@ def _float(limit: float) -> Converter:
             raise ValueError(f"{_show(value)} is out of range for Float32")
         return number
 
+    _FAST[convert] = FastCheck("float", limit=limit)
     return convert
 
 

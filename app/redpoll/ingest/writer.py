@@ -13,10 +13,11 @@ Protocol (migrations 0002-0005, `materialized_views/*.sql`):
    `event_ids` with `batch < current` and it is the first copy of that id in the block
    (the writer also drops in-batch duplicates, first copy wins). `events_mv` writes the
    surviving rows to `events`; views chained on `events` (event_ids, trending,
-   trending_daily, user_history, co_purchase_history, basket_items, basket_pairs)
+   trending_daily, user_history, basket_items, basket_pairs, buyer_items, buyer_pairs)
    therefore see each distinct event exactly once.
-4. `co_purchase_mv` pairs the new purchases with each other (from the block itself) and
-   with earlier purchases (`co_purchase_history`, `batch < current`).
+4. The pair views (`basket_pairs_mv`, `buyer_pairs_mv`) pair the new purchases with each
+   other (from the block itself) and with earlier purchases of the same group
+   (`basket_items`, `buyer_items`, `batch < current`).
 
 Why exact: every distinct event is stored in exactly one batch k (the first INSERT that
 carried it). An unordered pair of distinct purchase events {e, f} stored in batches
@@ -99,6 +100,8 @@ class InsertResult:
     rows_received: int
     rows_sent: int  # after dropping in-batch duplicate event_ids
     seconds: float
+    #: of `seconds`, the Python part before the INSERT (columns, `ts`, in-batch dedup)
+    convert_seconds: float = 0.0
 
 
 def _ts_ms(value: Any) -> int:
@@ -250,12 +253,15 @@ class EventWriter:
         received = len(columns[0])
         columns = _drop_duplicate_ids(columns)
         sent = len(columns[0])
+        converted = time.perf_counter() - started
         with self._lock:
             if self._unrolled is not None:
                 self.rollback(self._unrolled)
                 self._unrolled = None
             if sent == 0:
-                return InsertResult(self._batch, received, 0, time.perf_counter() - started)
+                return InsertResult(
+                    self._batch, received, 0, time.perf_counter() - started, converted
+                )
             batch = self._batch + 1
             columns.append([batch] * sent)
             settings: dict[str, Any] = {
@@ -298,7 +304,7 @@ class EventWriter:
                 raise
             if self.journal is not None:
                 self.journal.unlink(missing_ok=True)
-        return InsertResult(batch, received, sent, time.perf_counter() - started)
+        return InsertResult(batch, received, sent, time.perf_counter() - started, converted)
 
     def _columns(
         self, rows: Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]]

@@ -55,14 +55,17 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from redpoll.api.security import install_log_redaction
+    from redpoll.api.security import install_log_redaction, redact
     from redpoll.app import create_app
+    from redpoll.logging_setup import FORMATS, configure_logging
     from redpoll.store import Store
 
     settings = load(project_dir, host=host, port=port, dev=dev)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # one root handler for every logger, uvicorn's included (`log_config=None` below):
+    # JSON lines by default (`log_format`), each with the request id (logging_setup.py)
+    if settings.log_format not in FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}")
+    configure_logging(settings.log_level, settings.log_format, redact=redact)
     # Open the store (and take the embedded data-dir lock) before uvicorn starts: a busy
     # store raises StoreBusy here, which cli/main.py prints as one line; raised inside
     # the app's lifespan it would be a traceback and uvicorn's exit 3.
@@ -74,6 +77,7 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            log_config=None,  # uvicorn's loggers propagate to the root handler above
             lifespan="on",
             timeout_graceful_shutdown=10,
             timeout_keep_alive=5,

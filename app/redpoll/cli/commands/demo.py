@@ -96,8 +96,8 @@ def load_sample(settings: Any, sample_dir: Path) -> dict[str, Any]:
             "ORDER BY uniqExact(item_id) DESC, user_id LIMIT 1"
         )
         item = store.admin.command(
-            f"SELECT item_id FROM {db}.co_purchase GROUP BY item_id "
-            "ORDER BY sum(pairs) DESC, item_id LIMIT 1"
+            f"SELECT item_id FROM {db}.buyer_pairs WHERE item_id != '' GROUP BY item_id "
+            "ORDER BY sum(buyers) DESC, item_id LIMIT 1"
         )
         category = store.admin.command(
             f"SELECT category FROM {db}.items FINAL WHERE available GROUP BY category "

@@ -1,5 +1,19 @@
 -- Materialized view `co_purchase`: how often two items are bought by the same buyer.
 --
+-- OPT-IN, not installed by default (migrations/0009_buyer_pairs.sql drops it; the
+-- loader reads materialized_views/*.sql only, so this folder is neither migrated nor
+-- repaired). Its work per event is unbounded: an event pairs with every purchase of the
+-- same buyer within 30 days, ~200 pair increments per event on Online Retail (109 M
+-- pair counts for 541,909 events, ~2/3 of the ingest time of all views together, see
+-- docs/adr/0017-bounded-buyer-co-purchase.md); the default buyer-level view is
+-- `buyer_pairs` (bounded). To opt in, in a project:
+--   cp materialized_views/optional/co_purchase.sql materialized_views/
+--   redpoll migrate new --from-views && redpoll migrate up
+--   redpoll backfill co_purchase
+-- and read it from an endpoint (as `also_bought` variant b did before 0009).
+-- Bound per event: none (every earlier purchase of the buyer within W is read and
+-- paired: O(purchases of the buyer in 60 days)).
+--
 -- Definition: for items a != b, co_purchase(a, b) = the number of distinct pairs of
 -- purchase events {e, f} (distinct event_ids) with e.item = a, f.item = b, bought by the
 -- same user (user_id != '') or, for purchases without a user, in the same order_id, and
