@@ -21,7 +21,6 @@ Data: ../shared/data/online-retail (CC BY 4.0, Chen, Sain & Guo 2012).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -30,46 +29,20 @@ import time
 from pathlib import Path
 
 import httpx
-import msgspec
+from http_replay import ENV, REPO, TOKEN, pct, recent_events, replay_arguments, request_bodies
 
-from redpoll.datasets.online_retail import read_events
 from redpoll.testing import copy_project, run_cli, run_server
-
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
-TOKEN = "bench-token"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=5000)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--csv", type=Path, default=DATA)
+    parser = replay_arguments(__doc__)
     args = parser.parse_args(argv)
     if not args.csv.is_file():
         print(f"data set not found: {args.csv}", file=sys.stderr)
         return 2
 
-    events = read_events(args.csv, args.limit)
-    # Shift the 2010-2011 data so it ends now: trending's 90-day TTL would drop old buckets.
-    shift = int(time.time() * 1000) - events[-1]["ts"]
-    for event in events:
-        event["ts"] += shift
-    encode = msgspec.json.Encoder().encode
-    bodies = [
-        (
-            b"\n".join(encode(e) for e in events[i : i + args.batch]),
-            events[i + args.batch - 1] if i + args.batch <= len(events) else events[-1],
-            len(events[i : i + args.batch]),
-        )
-        for i in range(0, len(events), args.batch)
-    ]
+    events = recent_events(args.csv, args.limit)
+    bodies = request_bodies(events, args.batch)
     print(
         f"{len(events):,} events in {len(bodies)} requests of {args.batch}, {args.clients} clients"
     )
@@ -79,12 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         project.mkdir()
         copy_project(REPO, project, ("sql", "materialized_views", "migrations"))
         assert run_cli(project, "migrate", "up").returncode == 0
-        env = {
-            "REDPOLL_ADMIN_TOKEN": TOKEN,
-            "REDPOLL_RATE_LIMIT_IP_RPS": "0",
-            "REDPOLL_RATE_LIMIT_RPS": "0",
-        }
-        with run_server(project, env=env) as server:
+        with run_server(project, env=ENV) as server:
             latencies: list[float] = []
             freshness: list[float] = []
             next_index = iter(range(len(bodies)))

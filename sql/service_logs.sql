@@ -9,8 +9,10 @@
 -- ClickHouse's statistics of `.json` answers (0 for other formats); `result_rows` from
 -- the answer (0 for `.parquet`). `error` is the error envelope's message (status >= 400).
 --
--- datasources_ops_log: one row per ingest request (`operation` = 'append') and backfill
--- ('backfill'); `rows` = rows stored, `result` = 'ok' or 'error'.
+-- datasources_ops_log: one row per ingest request (`operation` = 'append'), backfill
+-- ('backfill') and data source operation ('replace', 'truncate', 'delete_data', 'erase':
+-- app/redpoll/ingest/mutations.py); `rows` = rows stored or removed, `result` = 'ok' or
+-- 'error'.
 --
 -- Both keep `stats_retention_days` days (setting, default 30): the server sets the TTL
 -- to the setting when it starts; the 30 below is the default.

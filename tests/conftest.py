@@ -12,14 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from redpoll.clickhouse.client import Client, Target
 from redpoll.settings import Settings, load_settings
 from redpoll.store import Store
 from tests.support.api import ADMIN_TOKEN
+from tests.support.examples import THOROUGH
 from tests.support.paths import SHARED_DATA
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest as a user would
+
+# Property tests run their smaller default example counts (tests/support/examples.py);
+# `pytest --hypothesis-profile=thorough` runs the full counts, and 500 examples for tests
+# that set none.
+hypothesis_settings.register_profile(THOROUGH, max_examples=500)
 
 
 # The store fixtures come from Redpoll's pytest plugin (app/redpoll/pytest_plugin.py),

@@ -37,6 +37,8 @@ from redpoll.settings import Settings
 from redpoll.store import Store
 from redpoll.testing import copy_project
 from tests.support.api import api_client
+from tests.support.events import purchase
+from tests.support.module_store import module_store
 from tests.support.paths import REPO_ROOT
 
 H = 3_600_000
@@ -61,16 +63,7 @@ ITEMS = [
 
 
 def _purchase(user: str, order: str, item: str, ago_ms: int) -> dict[str, Any]:
-    return {
-        "event_id": f"{order}:{item}",
-        "ts": (NOW_MS - ago_ms) / 1000,
-        "user_id": user,
-        "order_id": order,
-        "item_id": item,
-        "event_type": "purchase",
-        "quantity": 1,
-        "price": 1.0,
-    }
+    return purchase(user, order, item, (NOW_MS - ago_ms) / 1000)
 
 
 def _view(user: str, item: str, ago_ms: int, n: int) -> dict[str, Any]:
@@ -103,48 +96,69 @@ def ndjson(rows: list[dict[str, Any]]) -> str:
     return "\n".join(json.dumps(r) for r in rows) + "\n"
 
 
-@pytest.fixture
-def recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
+def serve_fixture(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
+    """The app over `store`, migrated, with the fixture's items and events."""
     copy_project(REPO_ROOT, project_dir, ("sql", "migrations", "endpoints"), exist_ok=True)
     store.migrations().up()
     with api_client(settings, store) as client:
-        catalog = [
-            {
-                "item_id": i,
-                "title": t,
-                "category": c,
-                "price": p,
-                "available": a,
-                "updated_at": "2024-01-01 00:00:00",
-            }
-            for i, t, c, p, a in ITEMS
-        ]
-        # d1: available at first, its latest version is not
-        catalog.append(
-            {
-                "item_id": "d1",
-                "title": "Mug old",
-                "category": "MUG",
-                "price": 1.0,
-                "available": True,
-                "updated_at": "2024-01-01 00:00:00",
-            }
-        )
-        catalog.append(
-            {
-                "item_id": "d1",
-                "title": "Mug old",
-                "category": "MUG",
-                "price": 1.0,
-                "available": False,
-                "updated_at": "2024-02-01 00:00:00",
-            }
-        )
-        r = client.post("/v0/events?name=items&wait=true", content=ndjson(catalog))
-        assert r.status_code == 200 and r.json()["quarantined_rows"] == 0, r.text
-        r = client.post("/v0/events?name=events&wait=true", content=ndjson(EVENTS))
-        assert r.status_code == 200 and r.json()["quarantined_rows"] == 0, r.text
+        load_fixture(client)
         yield client
+
+
+def load_fixture(client: TestClient) -> None:
+    catalog = [
+        {
+            "item_id": i,
+            "title": t,
+            "category": c,
+            "price": p,
+            "available": a,
+            "updated_at": "2024-01-01 00:00:00",
+        }
+        for i, t, c, p, a in ITEMS
+    ]
+    # d1: available at first, its latest version is not
+    catalog.append(
+        {
+            "item_id": "d1",
+            "title": "Mug old",
+            "category": "MUG",
+            "price": 1.0,
+            "available": True,
+            "updated_at": "2024-01-01 00:00:00",
+        }
+    )
+    catalog.append(
+        {
+            "item_id": "d1",
+            "title": "Mug old",
+            "category": "MUG",
+            "price": 1.0,
+            "available": False,
+            "updated_at": "2024-02-01 00:00:00",
+        }
+    )
+    r = client.post("/v0/events?name=items&wait=true", content=ndjson(catalog))
+    assert r.status_code == 200 and r.json()["quarantined_rows"] == 0, r.text
+    r = client.post("/v0/events?name=events&wait=true", content=ndjson(EVENTS))
+    assert r.status_code == 200 and r.json()["quarantined_rows"] == 0, r.text
+
+
+@pytest.fixture(scope="module")
+def recs(
+    redpoll_clickhouse_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """One app on the fixture for the tests that only read (speed only: the fixture and
+    its migrations are built once per module, not per test)."""
+    project = tmp_path_factory.mktemp("recs")
+    with module_store(redpoll_clickhouse_url, project) as (settings, store):
+        yield from serve_fixture(project, settings, store)
+
+
+@pytest.fixture
+def own_recs(project_dir: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
+    """The same on a database of the test's own, for tests that write."""
+    yield from serve_fixture(project_dir, settings, store)
 
 
 def call(client: TestClient, name: str, **params: Any) -> dict[str, Any]:
@@ -194,18 +208,18 @@ def test_also_bought(recs: TestClient) -> None:
     assert r.status_code == 400 and "item_id" in r.json()["error"]
 
 
-def test_also_bought_ties_and_popularity_weight(recs: TestClient) -> None:
+def test_also_bought_ties_and_popularity_weight(own_recs: TestClient) -> None:
     # a new order o6 = {c1, a3}: c1 is now in one order with each of a1, b1 and a3;
     # equal counts go to the item in more orders (a1 3, b1 2, a3 1), not by item id
-    r = recs.post(
+    r = own_recs.post(
         "/v0/events?name=events&wait=true",
         content=ndjson([_purchase("u6", "o6", "c1", H), _purchase("u6", "o6", "a3", H)]),
     )
     assert r.status_code == 200 and r.json()["successful_rows"] == 2, r.text
-    assert ids(recs, "also_bought", item_id="c1", fallback="false") == ["a1", "b1", "a3"]
+    assert ids(own_recs, "also_bought", item_id="c1", fallback="false") == ["a1", "b1", "a3"]
     # popularity_weight w adds w * orders / most orders (a1 3; b1, c1 now 2) to every
     # row: a2's one co-order with a1 scores 1 + w, the popular fill w * 2/3 (ties: id)
-    rows = call(recs, "also_bought", item_id="a2", popularity_weight=1.5)["data"]
+    rows = call(own_recs, "also_bought", item_id="a2", popularity_weight=1.5)["data"]
     assert [r["item_id"] for r in rows][:3] == ["a1", "b1", "c1"]
     assert [r["score"] for r in rows][:3] == pytest.approx([1 + 1.5, 1.5 * 2 / 3, 1.5 * 2 / 3])
 
@@ -325,7 +339,7 @@ def test_for_user_cold_start_fills_from_catalog(recs: TestClient) -> None:
     assert len(ids(recs, "for_user", user_id="u4", limit=6)) == 6
 
 
-def test_for_user_does_not_depend_on_merges(recs: TestClient, store: Store) -> None:
+def test_for_user_does_not_depend_on_merges(own_recs: TestClient, store: Store) -> None:
     # u6 buys a1 60 days ago and again 1 hour ago, in two INSERTs: two rows of
     # user_item_stats until a merge collapses them. The user's weight of a1 is
     # events * decay(last event) = 2 * decay(1 h) either way (summing decays per row
@@ -335,17 +349,17 @@ def test_for_user_does_not_depend_on_merges(recs: TestClient, store: Store) -> N
     store.admin.command(f"SYSTEM STOP MERGES {db}.user_item_stats")  # no merge before ours
     for n, (item, ago) in enumerate((("a1", 60 * day), ("a1", H), ("b1", 10 * day))):
         event = _purchase("u6", f"o6{n}", item, ago)
-        r = recs.post("/v0/events?name=events&wait=true", content=ndjson([event]))
+        r = own_recs.post("/v0/events?name=events&wait=true", content=ndjson([event]))
         assert r.status_code == 200, r.text
     parts = store.admin.command(
         f"SELECT count() FROM system.parts WHERE database = '{db}' "
         "AND table = 'user_item_stats' AND active"
     )
     assert int(parts) >= 3  # the fixture's INSERT and u6's two a1 rows are separate parts
-    before = call(recs, "for_user", user_id="u6", exclude_purchased="false", limit=7)["data"]
+    before = call(own_recs, "for_user", user_id="u6", exclude_purchased="false", limit=7)["data"]
     store.admin.command(f"SYSTEM START MERGES {db}.user_item_stats")
     store.admin.command(f"OPTIMIZE TABLE {db}.user_item_stats FINAL")
-    after = call(recs, "for_user", user_id="u6", exclude_purchased="false", limit=7)["data"]
+    after = call(own_recs, "for_user", user_id="u6", exclude_purchased="false", limit=7)["data"]
     assert [(r["item_id"], r["score"]) for r in before] == [
         (r["item_id"], r["score"]) for r in after
     ]
@@ -371,9 +385,9 @@ def test_rec_id_and_variant(recs: TestClient) -> None:
     assert r.status_code == 400 and "variant" in r.json()["error"]
 
 
-def test_attribution_recommendation_stats(recs: TestClient) -> None:
-    shown_a = call(recs, "for_user", user_id="u1", limit=3)["data"]
-    shown_b = call(recs, "for_user", user_id="u2", limit=2, variant="b")["data"]
+def test_attribution_recommendation_stats(own_recs: TestClient) -> None:
+    shown_a = call(own_recs, "for_user", user_id="u1", limit=3)["data"]
+    shown_b = call(own_recs, "for_user", user_id="u2", limit=2, variant="b")["data"]
     ts = (NOW_DT - dt.timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S")
     feedback = []
     for row in shown_a + shown_b:
@@ -401,9 +415,9 @@ def test_attribution_recommendation_stats(recs: TestClient) -> None:
         )
     # a click without rec_id is not attributed
     feedback.append({"event_type": "click", "item_id": "a1", "ts": ts, "user_id": "u9"})
-    r = recs.post("/v0/events?name=events&wait=true", content=ndjson(feedback))
+    r = own_recs.post("/v0/events?name=events&wait=true", content=ndjson(feedback))
     assert r.json() == {"successful_rows": 8, "quarantined_rows": 0}
-    stats = call(recs, "recommendation_stats")["data"]
+    stats = call(own_recs, "recommendation_stats")["data"]
     got = {(s["endpoint"], s["variant"]): s for s in stats}
     assert set(got) == {("for_user", "a"), ("for_user", "b")}
     a, b = got["for_user", "a"], got["for_user", "b"]
@@ -411,6 +425,6 @@ def test_attribution_recommendation_stats(recs: TestClient) -> None:
     assert (int(b["impressions"]), int(b["clicks"]), b["ctr"]) == (2, 1, 0.5)
     assert int(a["recommendations"]) == 1
     assert a["day"] == (NOW_DT - dt.timedelta(minutes=30)).strftime("%Y-%m-%d")
-    only_b = call(recs, "recommendation_stats", endpoint="for_user")["data"]
+    only_b = call(own_recs, "recommendation_stats", endpoint="for_user")["data"]
     assert len(only_b) == 2
-    assert call(recs, "recommendation_stats", endpoint="trending")["data"] == []
+    assert call(own_recs, "recommendation_stats", endpoint="trending")["data"] == []

@@ -36,6 +36,7 @@ from redpoll.migrations.files import (
     discover,
 )
 from redpoll.migrations.generate import created_objects
+from tests.support.examples import examples
 from tests.support.views import (
     BASE_MS,
     BASKET_CAP,
@@ -165,7 +166,7 @@ def fresh_db(ch_target: Target, admin_client: Client) -> Iterator[Any]:
 
 
 @settings(
-    max_examples=60,
+    max_examples=examples(20, 60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -407,7 +408,7 @@ def latest_oracle(batches: list[list[dict[str, Any]]]) -> dict[str, tuple[Any, .
 
 
 @settings(
-    max_examples=40,
+    max_examples=examples(15, 40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -22,9 +22,11 @@ from litestar.datastructures import State
 
 from redpoll.api.admin import AdminController
 from redpoll.api.datasources import DataSourcesController
+from redpoll.api.erase import EraseController
 from redpoll.api.errors import exception_handlers
 from redpoll.api.events import EventsController, ingest_lifespan
 from redpoll.api.health import HealthController
+from redpoll.api.jobs import JobsController, jobs_lifespan
 from redpoll.api.kafka_status import KafkaStatusController, kafka_lifespan
 from redpoll.api.metrics import Metrics, MetricsController, observe_requests
 from redpoll.api.middleware import add_request_id
@@ -36,6 +38,7 @@ from redpoll.api.security import add_security_headers, cors_config, limit_reques
 from redpoll.api.sql import SqlController
 from redpoll.api.state import STATE_KEY, AppState, app_state
 from redpoll.api.tokens import TokensController, tokens_lifespan
+from redpoll.console import CONSOLE_HANDLERS
 from redpoll.store import Store
 
 if TYPE_CHECKING:
@@ -55,13 +58,22 @@ ROUTE_HANDLERS: list[Any] = [
     TokensController,
     SqlController,
     DataSourcesController,
+    JobsController,
+    EraseController,
     MetricsController,
+    *CONSOLE_HANDLERS,
 ]
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
 #: After the store (opened first by `create_app`'s own lifespan), in this order.
-LIFESPAN: list[Lifespan] = [tokens_lifespan, endpoints_lifespan, ingest_lifespan, kafka_lifespan]
+LIFESPAN: list[Lifespan] = [
+    tokens_lifespan,
+    endpoints_lifespan,
+    ingest_lifespan,
+    jobs_lifespan,
+    kafka_lifespan,
+]
 
 
 def create_app(
@@ -83,7 +95,10 @@ def create_app(
         settings,
         local_token=secrets.token_urlsafe(32),
         rate_limits=RateLimits(
-            settings.rate_limit_rps, settings.rate_limit_ip_rps, settings.q_seconds_per_minute
+            settings.rate_limit_rps,
+            settings.rate_limit_ip_rps,
+            settings.q_seconds_per_minute,
+            settings.q_rows_per_minute,
         ),
     )
 

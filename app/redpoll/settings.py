@@ -20,6 +20,8 @@ from redpoll.errors import ConfigError
 __all__ = ("SETTINGS", "Setting", "Settings", "load_settings", "setting_default")
 
 ENV_PREFIX = "REDPOLL_"
+#: values of the `ack` setting (ingest/service.py)
+ACK_MODES = ("visible", "durable")
 TOML_NAME = "redpoll.toml"
 
 
@@ -127,6 +129,23 @@ SETTINGS: tuple[Setting, ...] = (
         "Query seconds a token's `q=` calls may spend per minute; then 429 until the "
         "minute ends. 0: no budget.",
     ),
+    Setting(
+        "q_rows_per_minute",
+        int,
+        2_000_000_000,
+        "Rows a token's `q=` and `/v0/sql` queries may read per minute, as ClickHouse "
+        "reports them in JSON answers (other formats: only `query_max_rows_to_read` per "
+        "query); then 429 until the minute ends. 0: no budget.",
+    ),
+    Setting(
+        "ack",
+        str,
+        "visible",
+        "When `POST /v0/events` without `wait=true` answers 202: `visible`, after the "
+        "INSERT (every view holds the rows); `durable`, once the rows are fsync'd to the "
+        "write-ahead log, the INSERT following (landing data sources only; `wait=true` "
+        "always waits for the INSERT).",
+    ),
     Setting("max_url_bytes", int, 8192, "Longest request target (path and query). Longer: 414."),
     Setting(
         "max_rows_per_request",
@@ -137,6 +156,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("read_pool_size", int, 4, "Read clients kept for query endpoints (one per thread)."),
     Setting("query_timeout_s", float, 10.0, "Default max_execution_time for endpoint queries."),
     Setting("max_result_rows", int, 100_000, "Default max_result_rows for endpoint queries."),
+    Setting(
+        "cache",
+        bool,
+        True,
+        'Exact result cache of endpoint answers (docs/endpoints.md, "Result cache"): an '
+        "answer is reused until a write reaches a table it reads. `off`: every call queries.",
+    ),
+    Setting(
+        "cache_max_bytes",
+        int,
+        64 * 1024 * 1024,
+        "Memory the result cache may hold (answers and their SQL); least recently used "
+        "answers go first. 0: no cache.",
+    ),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
     Setting(
         "log_format",
@@ -242,6 +275,26 @@ SETTINGS: tuple[Setting, ...] = (
         "An unknown data source name re-reads the catalog at most this often (seconds); "
         "migrations run through the server refresh it at once.",
     ),
+    Setting(
+        "import_max_bytes",
+        int,
+        1 << 30,
+        "Largest file `POST /v0/datasources` accepts, uploaded or fetched from `url=` "
+        "(bytes, after HTTP decompression). Larger: 413.",
+    ),
+    Setting(
+        "import_timeout_s",
+        float,
+        300.0,
+        "Seconds a `url=` import may take to download its file. Longer: 408.",
+    ),
+    Setting(
+        "import_private_urls",
+        bool,
+        False,
+        "Allow `url=` imports from loopback, private and link-local addresses (off: a token "
+        "that may append cannot make the server read its own network).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -294,11 +347,15 @@ class Settings:
     rate_limit_rps: int
     rate_limit_ip_rps: int
     q_seconds_per_minute: float
+    q_rows_per_minute: int
+    ack: str
     max_url_bytes: int
     max_rows_per_request: int
     read_pool_size: int
     query_timeout_s: float
     max_result_rows: int
+    cache: bool
+    cache_max_bytes: int
     log_level: str
     log_format: str
     stats_retention_days: int
@@ -318,6 +375,9 @@ class Settings:
     max_header_bytes: int
     max_connections: int
     datasource_refresh_s: float
+    import_max_bytes: int
+    import_timeout_s: float
+    import_private_urls: bool
 
     @property
     def state_dir(self) -> Path:
@@ -367,6 +427,8 @@ def load_settings(
         else:
             values[setting.name] = setting.default
     values["project_dir"] = project_dir
+    if values["ack"] not in ACK_MODES:
+        raise ConfigError(f"ack must be one of {', '.join(ACK_MODES)}, not {values['ack']!r}")
     return Settings(**values)
 
 

@@ -24,6 +24,7 @@ from redpoll.app import create_app
 from redpoll.settings import Settings
 from redpoll.store import Store
 from tests.support.api import ADMIN_TOKEN, api_client, assert_error_envelope
+from tests.support.module_store import module_store
 from tests.support.shop import create_token, prepare_shop
 
 SIGNING_KEY = "k" * 48
@@ -57,6 +58,9 @@ def call(api: TestClient, method: str, url: str, token: str | None, **kwargs: An
     headers = {"Authorization": f"Bearer {token}" if token else ""}
     return api.request(method, url, headers=headers, **kwargs)
 
+
+#: the console's navigation: any valid token
+CONSOLE_SIGNED_IN = "ADMIN|PIPES:READ:*|DATASOURCES:READ:*|DATASOURCES:APPEND:*"
 
 # Every route of the app, the scope it needs (None: public; `:*`: on any resource, the
 # answer shows only granted ones; `A|B`: either) and a request that succeeds with that scope.
@@ -98,6 +102,25 @@ ROUTES: list[tuple[str, str, str, str | None, dict[str, Any]]] = [
         "DATASOURCES:READ:events|DATASOURCES:APPEND:events",
         {},
     ),
+    (
+        "POST",
+        "/v0/datasources",
+        "/v0/datasources?name=events&mode=append&format=ndjson",
+        "DATASOURCES:APPEND:events",
+        {"content": EVENT},
+    ),
+    ("POST", "/v0/datasources/{name:str}/truncate", "/v0/datasources/items/truncate", "ADMIN", {}),
+    (
+        "POST",
+        "/v0/datasources/{name:str}/delete",
+        "/v0/datasources/items/delete",
+        "ADMIN",
+        {"data": {"delete_condition": "item_id = 'none'"}},
+    ),
+    ("GET", "/v0/jobs", "/v0/jobs", "DATASOURCES:APPEND:*", {}),
+    # {job}: a job on `items`, made by the test (api/jobs.py: seen by APPEND:items)
+    ("GET", "/v0/jobs/{job_id:str}", "/v0/jobs/{job}", "DATASOURCES:APPEND:items", {}),
+    ("POST", "/redpoll/v1/admin/erase", "/redpoll/v1/admin/erase?item_id=none", "ADMIN", {}),
     ("GET", "/redpoll/v1/admin/migrations", "/redpoll/v1/admin/migrations", "ADMIN", {}),
     (
         "POST",
@@ -136,6 +159,33 @@ ROUTES: list[tuple[str, str, str, str | None, dict[str, Any]]] = [
     ("DELETE", "/v0/tokens/{name:str}", "/v0/tokens/target", "ADMIN", {}),
     ("GET", "/schema/openapi.json", "/schema/openapi.json", "ADMIN", {}),
     ("GET", "/schema/openapi.yaml", "/schema/openapi.yaml", "ADMIN", {}),
+    # the console (console/pages.py): page shells and static files carry no data; each
+    # fragment is guarded like the API route it mirrors
+    ("GET", "/ui", "/ui", None, {}),
+    ("GET", "/ui/{slug:str}", "/ui/requests", None, {}),
+    ("GET", "/ui/static/{file_path:path}", "/ui/static/htmx.min.js", None, {}),
+    ("HEAD", "/ui/static/{file_path:path}", "/ui/static/console.css", None, {}),
+    ("GET", "/ui/f/nav", "/ui/f/nav", CONSOLE_SIGNED_IN, {}),
+    ("GET", "/ui/f/endpoints", "/ui/f/endpoints", "PIPES:READ:*", {}),
+    ("GET", "/ui/f/data", "/ui/f/data", "DATASOURCES:READ:*|DATASOURCES:APPEND:*", {}),
+    (
+        "GET",
+        "/ui/f/quarantine/{name:str}",
+        "/ui/f/quarantine/events",
+        "DATASOURCES:READ:events|DATASOURCES:APPEND:events",
+        {},
+    ),
+    ("GET", "/ui/f/trending", "/ui/f/trending", "PIPES:READ:trending", {}),
+    (
+        "GET",
+        "/ui/f/recommendations",
+        "/ui/f/recommendations",
+        "PIPES:READ:recommendation_stats",
+        {},
+    ),
+    ("GET", "/ui/f/evaluation", "/ui/f/evaluation", "ADMIN", {}),
+    ("GET", "/ui/f/evaluation/chart.png", "/ui/f/evaluation/chart.png", "ADMIN", {}),
+    ("GET", "/ui/f/requests", "/ui/f/requests", "ADMIN", {}),
 ]
 #: Litestar's OpenAPI router also mounts these; they answer only 403 or 404.
 SCHEMA_EXTRAS = {("GET", "/schema"), ("GET", "/schema/{path:str}")}
@@ -163,7 +213,25 @@ def covers(held: str, needed: str) -> bool:
     return held_type == need_type and (not held_res or need_res in ("*", held_res))
 
 
-def test_every_route_is_classified(admin: TestClient) -> None:
+@pytest.fixture(scope="module")
+def routes_admin(
+    redpoll_clickhouse_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """One migrated shop, app and token of each SCOPES kind for the route x scope table
+    (speed only: migrating the project for each of its cases cost most of the module's
+    time). The cases leave nothing another one reads: `target` and `made` are reset before
+    each call, and the other writes (an event, a truncate of items) are idempotent."""
+    project = tmp_path_factory.mktemp("routes")
+    with module_store(redpoll_clickhouse_url, project) as (settings, store):
+        prepare_shop(project, store)
+        signed = dataclasses.replace(settings, jwt_signing_key=SIGNING_KEY, rate_limit_ip_rps=0)
+        with api_client(signed, store) as client:
+            tokens = {name: create_token(client, name, scope) for name, scope in SCOPES.items()}
+            yield client, tokens
+
+
+def test_every_route_is_classified(routes_admin: tuple[TestClient, dict[str, str]]) -> None:
+    admin, _ = routes_admin
     served = {
         (method, route.path)
         for route in admin.app.routes
@@ -177,9 +245,16 @@ def test_every_route_is_classified(admin: TestClient) -> None:
     ("method", "route", "url", "needed", "kwargs"), ROUTES, ids=lambda v: str(v)[:40]
 )
 def test_route_by_scope(
-    admin: TestClient, method: str, route: str, url: str, needed: str | None, kwargs: dict[str, Any]
+    routes_admin: tuple[TestClient, dict[str, str]],
+    method: str,
+    route: str,
+    url: str,
+    needed: str | None,
+    kwargs: dict[str, Any],
 ) -> None:
-    tokens = {name: create_token(admin, name, scope) for name, scope in SCOPES.items()}
+    admin, tokens = routes_admin
+    if "{job}" in url:
+        url = url.replace("{job}", admin.post("/v0/datasources/items/truncate").json()["id"])
     for name, token in [("none", None), ("bogus", "rp_not-a-token"), *tokens.items()]:
         if route.startswith("/v0/tokens/"):  # a fresh target for each try
             admin.delete("/v0/tokens/target")
@@ -206,7 +281,8 @@ def test_scoped_append_cannot_be_widened_by_repeating_name(admin: TestClient) ->
     assert counted.text.split() == ['"count()"', "0"]
 
 
-def test_schema_pages_are_not_public(admin: TestClient) -> None:
+def test_schema_pages_are_not_public(routes_admin: tuple[TestClient, dict[str, str]]) -> None:
+    admin, _ = routes_admin  # read-only: the module's shared app (speed only)
     for path in (
         "/schema",
         "/schema/swagger",
@@ -334,7 +410,8 @@ def unsigned(payload: dict[str, Any]) -> str:
         "hs512",
     ],
 )
-def test_bad_jwts_are_403(admin: TestClient, token: str) -> None:
+def test_bad_jwts_are_403(routes_admin: tuple[TestClient, dict[str, str]], token: str) -> None:
+    admin, _ = routes_admin  # read-only: the module's shared app (speed only)
     assert_error_envelope(call(admin, "GET", "/v0/pipes/popular.json", token), 403)
 
 
@@ -446,3 +523,30 @@ def test_q_time_budget_per_token(shop: Path, settings: Settings, store: Store) -
         body = assert_error_envelope(spent, 429)
         assert "query budget" in body["error"] and spent.headers["Retry-After"].isdigit()
         assert call(api, "GET", url, token).status_code == 200  # plain calls are not charged
+
+
+def test_q_rows_budget_per_token(shop: Path, settings: Settings, store: Store) -> None:
+    """Rows read by `/v0/sql` are charged as ClickHouse reports them (JSON statistics)."""
+    limited = dataclasses.replace(settings, q_rows_per_minute=5)
+    with api_client(limited, store) as api:
+        events = "\n".join(
+            json.dumps({"user_id": f"u{i}", "item_id": f"i{i}", "event_type": "view"})
+            for i in range(20)
+        )
+        stored = api.post("/v0/events", params={"name": "events"}, content=events)
+        assert stored.status_code in (200, 202), stored.text
+        token = create_token(api, "reader_of_events", "DATASOURCES:READ:events")
+        q = {"q": "SELECT user_id FROM events FORMAT JSON"}
+        first = call(api, "GET", "/v0/sql", token, params=q)
+        assert first.status_code == 200, first.text
+        assert first.json()["statistics"]["rows_read"] > 5
+        spent = call(api, "GET", "/v0/sql", token, params=q)
+        body = assert_error_envelope(spent, 429)
+        assert "rows read" in body["error"] and spent.headers["Retry-After"].isdigit()
+        other = create_token(api, "other_reader", "DATASOURCES:READ:events")
+        assert call(api, "GET", "/v0/sql", other, params=q).status_code == 200  # per token
+        piped = create_token(api, "q_reader", "PIPES:READ:trending")
+        url, q = "/v0/pipes/trending.json", {"q": "SELECT * FROM _", "hours": "2160"}
+        first = call(api, "GET", url, piped, params=q)
+        assert first.status_code == 200 and first.json()["statistics"]["rows_read"] > 5
+        assert_error_envelope(call(api, "GET", url, piped, params=q), 429)

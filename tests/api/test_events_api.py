@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import pickle
 import threading
 import tracemalloc
 import zlib
@@ -20,6 +21,7 @@ from redpoll.clickhouse.client import Client, Target
 from redpoll.ingest import service as service_module
 from redpoll.ingest.service import IngestService
 from redpoll.ingest.validate import parse_body, validate_rows
+from redpoll.ingest.wal import WriteAheadLog
 from redpoll.ingest.writer import backfill
 from redpoll.settings import Settings
 from redpoll.store import Store
@@ -664,3 +666,57 @@ def test_fast_and_general_paths_store_the_same_rows(
     assert len(fast) == 3 and fast == general
     # the id-less rows got generated ids (32 hex characters) and the receive time
     assert admin_client.command("SELECT count() FROM events WHERE length(event_id) = 32") == 2
+
+
+def test_durable_ack_answers_from_the_log_and_the_views_follow(
+    shop: Path, store: Store, settings: Settings, admin_client: Client
+) -> None:
+    """`ack = "durable"`: a 202 comes once the batch is in the write-ahead log; the rows
+    reach `events` and every view soon after (equal to their recomputation), a
+    `wait=true` request still answers after its INSERT, and a restart of the service
+    inserts what an earlier run logged and did not insert."""
+    durable = dataclasses.replace(settings, ack="durable")
+    database = store.target.database
+    with api_client(durable, store) as api:
+
+        def send(k: int) -> None:
+            for j in range(10):
+                row = {"event_id": f"d{k}-{j}", "order_id": f"o{k}", "item_id": f"i{j}"}
+                r = post(api, "events", json.dumps({**row, "event_type": "purchase"}), wait=False)
+                assert r.status_code == 202 and r.json()["successful_rows"] == 1, r.text
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        waited = post(api, "events", '{"event_id": "w1", "item_id": "x", "event_type": "view"}')
+        assert waited.status_code == 200
+        # the committer inserts in order: once the waited batch is in, so are all before it
+        assert admin_client.command("SELECT count() FROM events") == 81
+        wal = app_state(api.app.state).ingest._committers["events"].wal
+        assert wal is not None and wal.unapplied == 0
+        views_match_recomputation(admin_client, database)
+        # an erasure right after 202s of the same user also removes what was only logged
+        for j in range(20):
+            row = {"event_id": f"gone-{j}", "user_id": "forget-me", "item_id": f"i{j}"}
+            assert post(api, "events", json.dumps(row), wait=False).status_code == 202
+        app_state(api.app.state).mutations.erase("user_id", "forget-me")
+        gone = "SELECT count() FROM events WHERE user_id = 'forget-me'"
+        assert admin_client.command(gone) == 0
+        views_match_recomputation(admin_client, database)
+
+    # a record logged by a run that stopped before inserting it (written directly, as a
+    # process killed between the fsync and the INSERT leaves it) is inserted at start
+    service = IngestService.for_store(store, durable)
+    try:
+        events = service.datasource("events")
+        batch = validate_rows(events, parse_body(b'{"event_id": "late", "item_id": "y"}'))
+        folder = shop / ".redpoll" / "wal" / f"{database}.events"
+        log = WriteAheadLog(folder)
+        log.append(pickle.dumps(batch))
+        log.close()
+        service.open_writers()
+        assert admin_client.command("SELECT count() FROM events WHERE event_id = 'late'") == 1
+    finally:
+        service.close()

@@ -42,7 +42,7 @@ def test_json_shape_is_clickhouse_format_json(pipes_api: TestClient) -> None:
     assert set(body) >= {"meta", "data", "rows", "statistics"}
     assert body["meta"][0] == {"name": "id", "type": "UInt64"}
     assert body["data"] == [{"id": "1", "name": "alpha", "category": "a", "price": 10}]
-    assert set(body["statistics"]) == {"elapsed", "rows_read", "bytes_read"}
+    assert set(body["statistics"]) == {"elapsed", "rows_read", "bytes_read", "cache"}
     unquoted = pipes_api.get(
         "/v0/pipes/product_lookup.json",
         params={"id": 1, "output_format_json_quote_64bit_integers": 0},

@@ -192,11 +192,13 @@ def test_heavy_q_cannot_take_the_ordinary_clients(
     with _serve(settings, ch_target, admin_client, readers=1) as served:
         statuses: list[int] = []
 
-        def heavy() -> None:
-            r = served.api.get("/v0/pipes/product_lookup.json", params={"id": 1, "q": slow})
+        def heavy(i: int) -> None:
+            # four different queries: identical ones would share one run (result cache)
+            q = f"{slow} AND a != {20000 + i}"
+            r = served.api.get("/v0/pipes/product_lookup.json", params={"id": 1, "q": q})
             statuses.append(r.status_code)
 
-        threads = [threading.Thread(target=heavy) for _ in range(4)]
+        threads = [threading.Thread(target=heavy, args=(i,)) for i in range(4)]
         for thread in threads:
             thread.start()
         time.sleep(0.3)

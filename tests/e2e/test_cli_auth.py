@@ -8,59 +8,24 @@ token is what is sent, not only the server's admin token).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from redpoll.testing import copy_project, run_cli, run_server
-from tests.support.paths import REPO_ROOT
+from redpoll.testing import run_cli, run_server
+from tests.support.cli_project import purchases_project, write_events
 
 TOKENS = {"REDPOLL_READ_TOKEN": "read-secret", "REDPOLL_APPEND_TOKEN": "append-secret"}
-EVENTS = [
-    {
-        "event_id": f"e{i}",
-        "ts": "2026-11-01T10:00:00Z",
-        "user_id": "u1",
-        "order_id": f"o{i}",
-        "item_id": f"i{i % 2}",
-        "event_type": "purchase",
-        "quantity": 1,
-    }
-    for i in range(5)
-]
-ENDPOINT = """-- Purchases per item (a fixture for this test).
-SELECT item_id, count() AS purchases
-FROM events
-WHERE event_type = 'purchase'
-GROUP BY item_id
-ORDER BY item_id
-"""
-FIXTURE = """- name: counts
-  params: {}
-  expected_rows:
-    - {item_id: i0, purchases: "3"}
-    - {item_id: i1, purchases: "2"}
-"""
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "shop"
-    root.mkdir()
-    copy_project(REPO_ROOT, root, ("sql", "materialized_views", "migrations"))
-    (root / "endpoints" / "tests").mkdir(parents=True)
-    (root / "endpoints" / "purchases.sql").write_text(ENDPOINT)
-    (root / "endpoints" / "tests" / "purchases.yaml").write_text(FIXTURE)
-    out = run_cli(root, "migrate", "up")
-    assert out.returncode == 0, out.stderr
-    return root
+    return purchases_project(tmp_path)
 
 
 def test_load_and_endpoints_test_send_the_configured_tokens(project: Path, tmp_path: Path) -> None:
-    events = tmp_path / "events.ndjson"
-    events.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n")
+    events = write_events(tmp_path / "events.ndjson")
     wrong = {**TOKENS, "REDPOLL_APPEND_TOKEN": "nope", "REDPOLL_READ_TOKEN": "nope"}
     with run_server(project, env=TOKENS) as server:
         # auth is on: without a token both surfaces refuse

@@ -18,46 +18,13 @@ import httpx
 import pytest
 
 from redpoll.testing import RunningServer, copy_project, run_cli, run_server
+from tests.support.cli_project import purchases_project, write_events
 from tests.support.paths import REPO_ROOT
-
-EVENTS = [
-    {
-        "event_id": f"e{i}",
-        "ts": "2026-11-01T10:00:00Z",
-        "user_id": "u1",
-        "order_id": f"o{i}",
-        "item_id": f"i{i % 2}",
-        "event_type": "purchase",
-        "quantity": 1,
-    }
-    for i in range(5)
-]
-ENDPOINT = """-- Purchases per item (a fixture for this test).
-SELECT item_id, count() AS purchases
-FROM events
-WHERE event_type = 'purchase'
-GROUP BY item_id
-ORDER BY item_id
-"""
-FIXTURE = """- name: counts
-  params: {}
-  expected_rows:
-    - {item_id: i0, purchases: "3"}
-    - {item_id: i1, purchases: "2"}
-"""
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "shop"
-    root.mkdir()
-    copy_project(REPO_ROOT, root, ("sql", "materialized_views", "migrations"))
-    (root / "endpoints" / "tests").mkdir(parents=True)
-    (root / "endpoints" / "purchases.sql").write_text(ENDPOINT)
-    (root / "endpoints" / "tests" / "purchases.yaml").write_text(FIXTURE)
-    out = run_cli(root, "migrate", "up")
-    assert out.returncode == 0, out.stderr
-    return root
+    return purchases_project(tmp_path)
 
 
 def create(project: Path, name: str, *scopes: str) -> str:
@@ -78,8 +45,7 @@ def status(server: RunningServer, path: str, token: str) -> int:
 
 
 def test_cli_commands_with_scoped_tokens(project: Path, tmp_path: Path) -> None:
-    events = tmp_path / "events.ndjson"
-    events.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n")
+    events = write_events(tmp_path / "events.ndjson")
     with run_server(project) as server:
         loader = create(project, "loader", "DATASOURCES:APPEND:events")
         reader = create(project, "reader", "PIPES:READ:purchases")

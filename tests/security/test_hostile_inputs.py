@@ -41,12 +41,20 @@ from tests.support.checksums import (
     synthetic_items,
     write_ndjson,
 )
+from tests.support.examples import examples
 from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 ADMIN = f"admin-{uuid.uuid4().hex}"
 READ = f"read-{uuid.uuid4().hex}"
+#: endpoints over the call logs (pipe_stats, datasources_ops_log): their rows are earlier
+#: requests' parameters, so they may echo whatever the fuzz sent before, not only now
+LOG_READERS = frozenset(
+    path.stem
+    for path in (REPO_ROOT / "endpoints").glob("*.sql")
+    if "pipe_stats" in (text := path.read_text()) or "datasources_ops_log" in text
+)
 APPEND = f"append-{uuid.uuid4().hex}"
 PIPE_STATUSES = {200, 400, 403, 404, 408, 413, 414, 429}
 EVENT_STATUSES = {200, 202, 400, 401, 403, 404, 413, 414, 429}
@@ -208,12 +216,16 @@ def _assert_healthy(server: RunningServer) -> None:
     assert server.process.poll() is None, server.log()[-3000:]
 
 
-def _fuzz_pipe(http: httpx.Client, pipe: str, names: list[str], failures: list[str]) -> None:
-    """Up to 60 calls of `pipe` with generated declared and unknown parameters."""
+def _fuzz_pipe(
+    http: httpx.Client, pipe: str, names: list[str], failures: list[str], history: list[str]
+) -> None:
+    """Up to 25 calls of `pipe` (60 under `--hypothesis-profile=thorough`) with generated
+    declared and unknown parameters. `history` collects what every call sent (a log
+    reader may echo it)."""
     declared = st.fixed_dictionaries({}, optional={n: query_value for n in names})
     unknown = st.dictionaries(unknown_name, query_value, max_size=2)
 
-    @settings(FUZZ, max_examples=60)
+    @settings(FUZZ, max_examples=examples(25, 60))
     @given(params=declared, extra=unknown, by_post=st.booleans(), body=json_value)
     def call(params: dict[str, Any], extra: dict[str, Any], by_post: bool, body: Any) -> None:
         query = {**extra, **params}
@@ -224,6 +236,9 @@ def _fuzz_pipe(http: httpx.Client, pipe: str, names: list[str], failures: list[s
         else:
             r = http.get(f"/v0/pipes/{pipe}.json", params=query)
             sent = sent_text(str(r.request.url), "") + json.dumps(query, ensure_ascii=False)
+        history.append(sent)
+        if pipe in LOG_READERS:
+            sent = "\n".join(history)
         problems = _problems(r, PIPE_STATUSES, sent)
         if problems:
             failures.append(_report(r, problems))
@@ -236,6 +251,7 @@ def test_template_parameters(reader: RunningServer) -> None:
     before = fingerprint(sql)
     headers = {"Authorization": f"Bearer {READ}"}
     failures: list[str] = []
+    history: list[str] = []
     with httpx.Client(base_url=reader.url, headers=headers, timeout=30) as http:
         listing = http.get("/v0/pipes")
         assert listing.status_code == 200, listing.text
@@ -243,7 +259,7 @@ def test_template_parameters(reader: RunningServer) -> None:
         assert pipes, listing.text
 
         for pipe, names in sorted(pipes.items()):
-            _fuzz_pipe(http, pipe, names, failures)
+            _fuzz_pipe(http, pipe, names, failures, history)
 
     _assert_healthy(reader)
     assert fingerprint(sql) == before
@@ -256,7 +272,7 @@ def test_q_values(reader: RunningServer) -> None:
     headers = {"Authorization": f"Bearer {READ}"}
     with httpx.Client(base_url=reader.url, headers=headers, timeout=30) as http:
 
-        @settings(FUZZ, max_examples=40)
+        @settings(FUZZ, max_examples=examples(20, 40))
         @given(
             q=st.one_of(
                 hostile_text, hostile_text.map("SELECT * FROM _ WHERE item_id = {}".format)
@@ -434,7 +450,7 @@ def test_event_bodies_are_never_5xx_and_counted_exactly(appender: RunningServer)
     failures: list[str] = []
     with httpx.Client(base_url=appender.url, timeout=60) as http:
 
-        @settings(FUZZ, max_examples=60)
+        @settings(FUZZ, max_examples=examples(25, 60))
         @given(
             body=event_body(),
             token=st.sampled_from([APPEND, APPEND, APPEND, None, READ]),

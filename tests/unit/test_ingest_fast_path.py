@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from redpoll.ingest.convert import Limits, converter_for
 from redpoll.ingest.datasources import Column, DataSource
 from redpoll.ingest.validate import ValidatedBatch, parse_body, validate_body, validate_rows
-from redpoll.ingest.writer import _ts_ms
+from redpoll.ingest.writer import epoch_ms
+from tests.support.examples import examples
 
 EVENT_COLUMNS = [
     ("event_id", "String"),
@@ -62,12 +63,12 @@ PLAIN = datasource(
 
 def normalized(ds: DataSource, batch: ValidatedBatch) -> dict[str, Any]:
     """What reaches the table: generated ids are random (only where they are), `ts` as
-    the writer's milliseconds (writer.py `_ts_ms`)."""
+    the writer's milliseconds (writer.py `epoch_ms`)."""
     columns = dict(batch.columns)
     if ds.uses_landing:
         ids = columns["event_id"]
         columns["event_id"] = [v if len(v) != 32 else "<generated>" for v in ids]
-        columns["ts"] = [_ts_ms(v) for v in columns["ts"]]
+        columns["ts"] = [epoch_ms(v) for v in columns["ts"]]
     return {
         "columns": columns,
         "rows": batch.rows,
@@ -90,8 +91,8 @@ def check_same(ds: DataSource, body: bytes, max_rows: int = 0) -> bool:
     if ds.uses_landing:
         pairs = zip(slow_n["columns"]["ts"], fast_n["columns"]["ts"], strict=True)
         for i, (a, b) in enumerate(pairs):
-            if a == _ts_ms(slow.received_at):
-                assert b == _ts_ms(fast.received_at)
+            if a == epoch_ms(slow.received_at):
+                assert b == epoch_ms(fast.received_at)
                 fast_n["columns"]["ts"][i] = a
     assert fast_n == slow_n
     return True
@@ -218,20 +219,20 @@ def rows_for(ds: DataSource) -> st.SearchStrategy[list[dict[str, Any]]]:
     )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(100, 400), deadline=None)
 @given(rows=rows_for(EVENTS), as_array=st.booleans())
 def test_fast_path_equals_general_path_events(rows: list[dict[str, Any]], as_array: bool) -> None:
     body = msgspec.json.encode(rows) if as_array else ndjson(rows)
     check_same(EVENTS, body)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(100, 400), deadline=None)
 @given(rows=rows_for(PLAIN))
 def test_fast_path_equals_general_path_plain(rows: list[dict[str, Any]]) -> None:
     check_same(PLAIN, ndjson(rows))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(50, 200), deadline=None)
 @given(
     rows=st.lists(
         st.fixed_dictionaries(

@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "redpoll.tokens",
         ),
     ),
-    ("api", ("redpoll.api",)),
+    ("api", ("redpoll.api", "redpoll.console")),
     ("app", ("redpoll.app",)),
     ("cli", ("redpoll.cli", "redpoll.__main__")),
     ("testing", ("redpoll.testing", "redpoll.testing_kafka", "redpoll.pytest_plugin")),

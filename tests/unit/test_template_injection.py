@@ -22,6 +22,7 @@ from redpoll.endpoints.executor import execute, prepare
 from redpoll.endpoints.loader import catalog_from_client, parse_header
 from redpoll.endpoints.model import Endpoint
 from redpoll.errors import ParameterError
+from tests.support.examples import examples
 
 PAYLOADS = [
     "' OR 1=1 --",
@@ -56,7 +57,9 @@ VALUES = st.one_of(
     st.integers(min_value=-(2**130), max_value=2**130).map(str),
 )
 HYPO = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25, 60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 INT_TYPES = [f"{p}Int{b}" for p in ("", "U") for b in (8, 16, 32, 64, 128, 256)]
 

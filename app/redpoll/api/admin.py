@@ -17,6 +17,7 @@ from litestar.params import JSONBody
 
 from redpoll.api.auth import admin_guard
 from redpoll.api.state import app_state
+from redpoll.clickhouse.query import returns_rows
 from redpoll.ingest.writer import check_view
 
 __all__ = ("AdminController",)
@@ -64,7 +65,14 @@ class AdminController(Controller):
 
     @post("/sql", sync_to_thread=True, status_code=200)
     def sql(self, state: State, data: JSONBody[SqlRequest]) -> Response[bytes]:
-        body = app_state(state).store.sql(data.query, data.format)
+        """Any statement, as `redpoll sql` runs it. One that may write drops every cached
+        answer: which tables it changed is not known here (endpoints/cache.py)."""
+        wiring = app_state(state)
+        try:
+            body = wiring.store.sql(data.query, data.format)
+        finally:
+            if wiring.result_cache is not None and not returns_rows(data.query):
+                wiring.result_cache.clear()
         return Response(body, media_type="text/plain; charset=utf-8")
 
     @post("/backfill", sync_to_thread=True, status_code=200)

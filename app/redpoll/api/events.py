@@ -3,7 +3,9 @@
 Body: NDJSON, one JSON object, or a JSON array; `Content-Encoding: gzip` (or deflate)
 accepted; any Content-Type. Answers `{"successful_rows": N, "quarantined_rows": M}` once
 the rows are durable and visible in the views: 200 with `wait=true`, 202 otherwise (ADR
-0008). Extra Tinybird query parameters (`format`, `mode`, `from`, ...) are ignored.
+0008); with the setting `ack = "durable"` a 202 comes once the rows are in the
+write-ahead log, before the INSERT (ingest/wal.py). Extra Tinybird query parameters
+(`format`, `mode`, `from`, ...) are ignored.
 
 Limits (settings in `settings.py`, docs/ingestion.md), each a JSON error:
 - a body larger than `max_body_bytes` as sent: 413. The handler reads the body itself
@@ -126,11 +128,16 @@ def _ingest(
     encoding: str,
     settings: Settings,
     first_line: int,
+    wait: bool,
 ) -> IngestResult:
     body = decode_body(raw, encoding, settings.max_inflated_bytes)
     try:
         return service.ingest(
-            name, body, first_line=first_line, max_rows=settings.max_rows_per_request
+            name,
+            body,
+            first_line=first_line,
+            max_rows=settings.max_rows_per_request,
+            wait=wait,
         )
     except DatabaseError as exc:
         # rows were validated before the INSERT: a ClickHouse error here (a view failing,
@@ -161,11 +168,11 @@ class EventsController(Controller):
         settings = wiring.settings
         raw = await _read_body(request, settings.max_body_bytes)
         encoding = request.headers.get("content-encoding", "")
+        waits = wait.lower() in {"true", "1"}
         result = await anyio.to_thread.run_sync(
-            _ingest, wiring.ingest, name, raw, encoding, settings, first_line
+            _ingest, wiring.ingest, name, raw, encoding, settings, first_line, waits
         )
-        status = 200 if wait.lower() in {"true", "1"} else 202
-        return Response(result.as_dict(), status_code=status)
+        return Response(result.as_dict(), status_code=200 if waits else 202)
 
 
 @contextlib.asynccontextmanager

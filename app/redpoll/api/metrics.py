@@ -102,6 +102,7 @@ class RedpollCollector(Collector):
         yield from self._ingest()
         yield from self._kafka()
         yield from self._call_log()
+        yield from self._result_cache()
 
     def _ingest(self) -> Iterator[Metric]:
         service = getattr(self._wiring, "ingest", None)
@@ -159,6 +160,41 @@ class RedpollCollector(Collector):
             last.add_metric([name], float(stats.get("last_insert_ms", 0.0)) / 1000)
         yield from families.values()
         yield from (batch_rows, batch_seconds, stage, last)
+
+    def _result_cache(self) -> Iterator[Metric]:
+        cache = self._wiring.result_cache
+        if cache is None:
+            return
+        stats = cache.stats
+        lookups = CounterMetricFamily(
+            "redpoll_result_cache_lookups",
+            "Endpoint calls by how the result cache answered (hit, miss, off: not cacheable)",
+            labels=["result"],
+        )
+        for result, n in (("hit", stats.hits), ("miss", stats.misses), ("off", stats.bypassed)):
+            lookups.add_metric([result], n)
+        yield lookups
+        yield CounterMetricFamily(
+            "redpoll_result_cache_evictions",
+            "Answers dropped to stay under cache_max_bytes",
+            value=stats.evictions,
+        )
+        yield CounterMetricFamily(
+            "redpoll_result_cache_stale",
+            "Answers found stale (a write, the clock's second or the TTL) and dropped",
+            value=stats.stale,
+        )
+        yield CounterMetricFamily(
+            "redpoll_result_cache_raced",
+            "Answers not stored because a write landed while their query ran",
+            value=stats.raced,
+        )
+        yield GaugeMetricFamily(
+            "redpoll_result_cache_bytes", "Bytes the result cache holds", value=cache.size_bytes
+        )
+        yield GaugeMetricFamily(
+            "redpoll_result_cache_entries", "Keys the result cache holds", value=len(cache)
+        )
 
     def _kafka(self) -> Iterator[Metric]:
         consumers = self._wiring.kafka

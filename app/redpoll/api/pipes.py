@@ -7,9 +7,15 @@ deadlines). The lane renders in a worker thread (sqlglot may take a while over a
 and returns ClickHouse's bytes as they are. Errors are raised as `RedpollError` or
 `DatabaseError` and turned into the JSON envelope by the app's handlers (`api/errors.py`).
 
+With the result cache on (settings `cache`, `cache_max_bytes`; `-- cache: off` per
+endpoint), a call goes through `endpoints/cache.py`: a hit is answered on the event loop
+without rendering or a thread; a miss renders once in a worker thread and runs on the
+lane. Every answer says how it was served: header `X-Redpoll-Cache` and, in JSON,
+`statistics.cache` (`hit`, `miss` or `off`).
+
 Also here: `POST /redpoll/v1/admin/reload` (admin token) and `endpoints_lifespan`, which
-builds the registry, watches files in dev mode and reloads on SIGHUP. The OpenAPI
-document is built in `api/openapi.py`.
+builds the registry (and the result cache), watches files in dev mode and reloads on
+SIGHUP. The OpenAPI document is built in `api/openapi.py`.
 """
 
 from __future__ import annotations
@@ -29,17 +35,25 @@ from litestar.params import FromPath
 
 from redpoll.api.auth import admin_guard, authenticate, granted_scope, pipes_guard, read_guard
 from redpoll.api.openapi import openapi_document
+from redpoll.api.request_log import OPS_LOG, PIPE_STATS, reported_read_rows
 from redpoll.api.state import app_state
+from redpoll.endpoints.cache import OFF, ResultCache, request_key, with_cache_status
 from redpoll.endpoints.compiler import RESERVED_PARAMS
-from redpoll.endpoints.executor import FORMATS, check_q_size, prepare
+from redpoll.endpoints.dependencies import TableGraph
+from redpoll.endpoints.executor import FORMATS, check_q_size, prepare, prepare_reusable
 from redpoll.endpoints.lanes import HEAVY_QUEUE_S, Lane, QueryLanes
-from redpoll.endpoints.loader import catalog_from_client, q_functions_from_client
+from redpoll.endpoints.loader import (
+    catalog_from_client,
+    function_classes_from_client,
+    q_functions_from_client,
+)
 from redpoll.endpoints.registry import Registry
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError
 from redpoll.tokens.scopes import PIPES_READ
 
 if TYPE_CHECKING:
-    from redpoll.endpoints.executor import Query
+    from redpoll.endpoints.executor import Prepared, Query
+    from redpoll.store import Store
 
 __all__ = (
     "EndpointsAdminController",
@@ -151,6 +165,7 @@ class PipesController(Controller):
         return await self._query(request, pipe)
 
     async def _query(self, request: Request[Any, Any, Any], pipe: str) -> Response[bytes]:
+        started = time.perf_counter()
         wiring = app_state(request.app.state)
         name, ext = _split_name(pipe)
         endpoint = wiring.endpoints.snapshot.get(name)
@@ -181,18 +196,66 @@ class PipesController(Controller):
             )
 
         timeout = float(endpoint.meta.max_execution_time or settings.query_timeout_s)
-        lanes: QueryLanes = wiring.query_lanes
+        lane = wiring.query_lanes.lane(heavy=q_text is not None)
+        cache = wiring.result_cache
+        status = OFF
+
+        async def answer() -> bytes:
+            nonlocal status
+            if cache is None or not endpoint.meta.cache:
+                return with_cache_status(await lane.run(build, timeout), ext, OFF)
+
+            def build_reusable(only_known: bool = False) -> Prepared | None:
+                return prepare_reusable(
+                    endpoint,
+                    template_params,
+                    classes=cache.classes,
+                    fmt=ext,
+                    q=q_text,
+                    q_functions=wiring.q_functions,
+                    quote_64bit=quote_64bit,
+                    default_timeout=settings.query_timeout_s,
+                    default_max_rows=settings.max_result_rows,
+                    session_caps=True,
+                    only_known=only_known,
+                )
+
+            async def render() -> Prepared:
+                """A new key: rendered here when its template shape is known (Jinja only,
+                ~0.1-0.2 ms: no thread hop), else (a new shape: a sqlglot parse; any `q`)
+                in a worker thread holding a lane slot."""
+                prepared = build_reusable(only_known=True)
+                if prepared is None:
+                    prepared = await lane.call(build_reusable, timeout)
+                assert prepared is not None
+                return prepared
+
+            async def run(query: Query) -> bytes:
+                return await lane.run(lambda: query, timeout)
+
+            key = request_key(endpoint, template_params, ext, q_text, quote_64bit)
+            body, status = await cache.serve(
+                key,
+                fmt=ext,
+                ttl_s=endpoint.meta.cache_ttl,
+                prepare=render,
+                run=run,
+                started=started,
+            )
+            return body
+
         if q_text is None:
-            body = await lanes.lane(heavy=False).run(build, timeout)
-        else:  # q= time is charged to the token's per-minute budget (api/rate_limits.py)
+            body = await answer()
+        else:  # q= time and rows read are charged to the token (api/rate_limits.py)
             principal = authenticate(request)
             wiring.rate_limits.check_q_budget(principal)
-            started = time.monotonic()
+            q_started = time.monotonic()
             try:
-                body = await lanes.lane(heavy=True).run(build, timeout)
+                body = await answer()
             finally:
-                wiring.rate_limits.spend_q_time(principal, time.monotonic() - started)
-        headers = {}
+                wiring.rate_limits.spend_q_time(principal, time.monotonic() - q_started)
+            wiring.rate_limits.spend_q_rows(principal, reported_read_rows(body))
+        headers = {"X-Redpoll-Cache": status}
         if endpoint.meta.cache_ttl:
             headers["Cache-Control"] = f"max-age={endpoint.meta.cache_ttl}"
         return Response(body, media_type=FORMATS[ext][1], headers=headers)
@@ -220,13 +283,27 @@ async def endpoints_lifespan(app: Litestar) -> AsyncIterator[None]:
     wiring = app_state(app.state)
     settings, store = wiring.settings, wiring.store
 
+    cache: ResultCache | None = None
+    if settings.cache and settings.cache_max_bytes > 0:
+        cache = ResultCache(
+            settings.cache_max_bytes,
+            lambda: wiring.ingest.versions,  # the ingest service opens after this lifespan
+            # the call log writes its tables itself, without a version: never cached exactly
+            unversioned=(PIPE_STATS, OPS_LOG),
+        )
+
     def catalog() -> Any:
         with store.admin_lock:
+            if cache is not None:  # views may have changed too (migrations reload)
+                cache.set_graph(_table_graph(store, settings.project_dir))
             return catalog_from_client(store.admin, store.target.database)
 
     registry = Registry(settings.project_dir / "endpoints", catalog)
     with store.admin_lock:
         wiring.q_functions = q_functions_from_client(store.admin)
+        if cache is not None:
+            cache.classes = function_classes_from_client(store.admin)
+    wiring.result_cache = cache
     if store.read_pool is None:
         raise ConfigError("the store was opened without read clients")
     heavy_pool = store.heavy_pool or store.read_pool
@@ -248,3 +325,12 @@ async def endpoints_lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         registry.stop()
+        wiring.result_cache = None
+
+
+def _table_graph(store: Store, project_dir: Any) -> TableGraph:
+    """Which tables feed which: the project's schema files and the database's views.
+    Call with the admin lock held."""
+    return TableGraph.from_project(project_dir).union(
+        TableGraph.from_client(store.admin, store.target.database)
+    )

@@ -1,5 +1,6 @@
-"""Who may spend what: requests per second per token and per client address, and a
-per-token budget of `q=` query time per minute (docs/security.md).
+"""Who may spend what: requests per second per token and per client address, and
+per-token budgets of `q=` / `/v0/sql` query time and rows read per minute
+(docs/security.md).
 
 Counting is the `limits` library's fixed windows in process memory: each server process
 counts its own requests (behind a load balancer with N processes a client gets up to N
@@ -60,12 +61,19 @@ class WindowState:
 
 
 class RateLimits:
-    """Per-token and per-address request rates, and per-token `q=` time budgets."""
+    """Per-token and per-address request rates, and per-token `q=` budgets."""
 
-    def __init__(self, token_rps: int, ip_rps: int, q_seconds_per_minute: float) -> None:
+    def __init__(
+        self,
+        token_rps: int,
+        ip_rps: int,
+        q_seconds_per_minute: float,
+        q_rows_per_minute: int = 0,
+    ) -> None:
         self.token_rps = token_rps
         self.ip_rps = ip_rps
         self.q_ms_per_minute = int(q_seconds_per_minute * 1000)
+        self.q_rows_per_minute = q_rows_per_minute
         self._limiter = FixedWindowRateLimiter(MemoryStorage())
 
     def _hit(self, item: RateLimitItem, key: str, cost: int = 1) -> tuple[bool, WindowState]:
@@ -94,27 +102,40 @@ class RateLimits:
         return state
 
     def check_q_budget(self, principal: Principal) -> None:
-        """RateLimited when `principal` has spent its `q=` query time this minute."""
-        if self.q_ms_per_minute <= 0 or principal.kind in UNLIMITED_KINDS:
+        """RateLimited when `principal` has spent its `q=` query time or rows read this
+        minute."""
+        if principal.kind in UNLIMITED_KINDS:
             return
-        item = RateLimitItemPerMinute(self.q_ms_per_minute)
-        if not self._limiter.test(item, "q:" + principal.name):
-            stats = self._limiter.get_window_stats(item, "q:" + principal.name)
-            reset = max(1, math.ceil(stats.reset_time - time.time()))
-            raise RateLimited(
-                f"query budget: {self.q_ms_per_minute / 1000:g} s of q= queries per minute "
-                "for this token is spent",
-                WindowState(item.amount, 0, reset),
-            )
+        for budget, amount, what in (
+            ("q:", self.q_ms_per_minute, f"{self.q_ms_per_minute / 1000:g} s of q= queries"),
+            ("q_rows:", self.q_rows_per_minute, f"{self.q_rows_per_minute} rows read by q="),
+        ):
+            if amount <= 0:
+                continue
+            item = RateLimitItemPerMinute(amount)
+            if not self._limiter.test(item, budget + principal.name):
+                stats = self._limiter.get_window_stats(item, budget + principal.name)
+                reset = max(1, math.ceil(stats.reset_time - time.time()))
+                raise RateLimited(
+                    f"query budget: {what} per minute for this token is spent",
+                    WindowState(item.amount, 0, reset),
+                )
 
     def spend_q_time(self, principal: Principal, seconds: float) -> None:
         """Charge `seconds` of `q=` query time to `principal`'s budget (up to what is left)."""
-        if self.q_ms_per_minute <= 0 or principal.kind in UNLIMITED_KINDS:
+        self._spend("q:", self.q_ms_per_minute, principal, max(1, int(seconds * 1000)))
+
+    def spend_q_rows(self, principal: Principal, rows: int) -> None:
+        """Charge `rows` read by a `q=` / `/v0/sql` query (up to what is left)."""
+        if rows > 0:
+            self._spend("q_rows:", self.q_rows_per_minute, principal, rows)
+
+    def _spend(self, budget: str, amount: int, principal: Principal, cost: int) -> None:
+        if amount <= 0 or principal.kind in UNLIMITED_KINDS:
             return
-        item = RateLimitItemPerMinute(self.q_ms_per_minute)
-        key = "q:" + principal.name
-        cost = max(1, int(seconds * 1000))
-        if not self._limiter.hit(item, key, cost=cost):
+        item = RateLimitItemPerMinute(amount)
+        key = budget + principal.name
+        if not self._limiter.hit(item, key, cost=min(cost, amount)):
             left = self._limiter.get_window_stats(item, key).remaining
             if left > 0:
                 self._limiter.hit(item, key, cost=left)

@@ -70,6 +70,12 @@ _READ_ROWS = re.compile(rb'"rows_read":\s*(\d+)')
 _READ_BYTES = re.compile(rb'"bytes_read":\s*(\d+)')
 
 
+def reported_read_rows(body: bytes) -> int:
+    """Rows read as ClickHouse reports them at the end of a JSON-family answer (its
+    `statistics`); 0 for formats that carry none."""
+    return _last_int(_READ_ROWS, body[-512:])
+
+
 @dataclasses.dataclass(slots=True)
 class Call:
     """What the request path keeps of one call: references and a few numbers."""
@@ -291,9 +297,10 @@ def _op_row(call: Call) -> list[Any]:
     name = call.name
     if call.status >= 400:
         error = _error_message(call.answer)
-    elif call.kind == "append":
-        with contextlib.suppress(ValueError, TypeError):
-            rows = int(json.loads(call.answer).get("successful_rows", 0))
+    elif call.kind != "backfill":  # the Events API's answer, or a mutation's {"rows": n}
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            answer = json.loads(call.answer)
+            rows = int(answer.get("successful_rows", answer.get("rows", 0)))
     if call.kind == "backfill":
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             name = str(json.loads(call.body).get("view", ""))[:200]

@@ -24,6 +24,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 
 from redpoll.api.auth import authenticate, require
+from redpoll.api.request_log import reported_read_rows
 from redpoll.api.state import app_state
 from redpoll.endpoints.datasource_catalog import datasource_names
 from redpoll.endpoints.executor import check_q_size
@@ -132,4 +133,5 @@ async def _run(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await wiring.query_lanes.lane(heavy=True).run(lambda: parsed.query, timeout)
     finally:
         wiring.rate_limits.spend_q_time(principal, time.monotonic() - started)
+    wiring.rate_limits.spend_q_rows(principal, reported_read_rows(body))
     return Response(body, media_type=parsed.media_type)

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
     from redpoll.api.metrics import Metrics
     from redpoll.api.rate_limits import RateLimits
     from redpoll.api.request_log import CallLog
+    from redpoll.endpoints.cache import ResultCache
     from redpoll.endpoints.lanes import QueryLanes
     from redpoll.endpoints.model import FunctionSet
     from redpoll.endpoints.registry import Registry
+    from redpoll.ingest.jobs import JobRunner
+    from redpoll.ingest.mutations import Mutations
     from redpoll.ingest.service import IngestService
     from redpoll.kafka.consumer import KafkaIngestors
     from redpoll.settings import Settings
@@ -50,7 +53,12 @@ class AppState:
     endpoints: Registry = dataclasses.field(init=False, repr=False)
     query_lanes: QueryLanes = dataclasses.field(init=False, repr=False)
     q_functions: FunctionSet = dataclasses.field(init=False, repr=False)
+    #: answers of endpoint calls (endpoints/cache.py); None: the cache is off
+    result_cache: ResultCache | None = None
     ingest: IngestService = dataclasses.field(init=False, repr=False)
+    #: long data operations (api/jobs.py) and the data source mutations they run
+    jobs: JobRunner = dataclasses.field(init=False, repr=False)
+    mutations: Mutations = dataclasses.field(init=False, repr=False)
     #: the Kafka consumers, when bindings and brokers are configured
     kafka: KafkaIngestors | None = None
     #: this app's Prometheus registry and request instruments (api/metrics.py)

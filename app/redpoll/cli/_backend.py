@@ -32,10 +32,13 @@ from urllib.parse import quote
 import httpx
 
 from redpoll.api.errors import translate_database_error
+from redpoll.api.jobs import ops_recorder
+from redpoll.api.request_log import CallLog
 from redpoll.endpoints.executor import execute, prepare
 from redpoll.endpoints.loader import catalog_from_client, load_endpoint
 from redpoll.endpoints.model import Catalog, LoadError
 from redpoll.errors import RedpollError
+from redpoll.ingest.mutations import Mutations, Who
 from redpoll.ingest.service import IngestService
 from redpoll.ingest.writer import check_view
 from redpoll.settings import Settings
@@ -63,6 +66,11 @@ class Backend(Protocol):
     def sql(self, query: str, output: str) -> bytes: ...
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]: ...
     def backfill(self, view: str) -> dict[str, Any]: ...
+    def erase(self, key: str, value: str) -> dict[str, Any]:
+        """Remove every row whose `key` (user_id, item_id) is `value`, views rebuilt
+        (ingest/mutations.py `Mutations.erase`): what was removed, per table."""
+        ...
+
     def run_endpoint(self, name: str, params: Mapping[str, Any]) -> tuple[int, Any]:
         """Call endpoint `name` as `GET /v0/pipes/<name>.json` does: (HTTP status, the
         JSON `data` on 200, else the error message)."""
@@ -82,6 +90,7 @@ class LocalBackend:
         self._ingest: IngestService | None = None
         self._reader: Any = None
         self._catalog: Catalog | None = None
+        self._token_table: TokenTable | None = None
 
     def migrate_status(self) -> list[dict[str, Any]]:
         return [s.as_dict() for s in self.store.migrations().status()]
@@ -104,6 +113,18 @@ class LocalBackend:
 
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
         return self._service().ingest(datasource, ndjson, first_line=line_offset + 1).as_dict()
+
+    def erase(self, key: str, value: str) -> dict[str, Any]:
+        """Run in this process, logged to `datasources_ops_log` like the server does."""
+        call_log = CallLog(self.store, retention_days=self.store.settings.stats_retention_days)
+        call_log.start()
+        try:
+            mutations = Mutations(
+                self._service(), self.store.new_client, record=ops_recorder(lambda: call_log)
+            )
+            return mutations.erase(key, value, Who(token_name="cli"))
+        finally:
+            call_log.close()
 
     def backfill(self, view: str) -> dict[str, Any]:
         started = time.perf_counter()
@@ -131,20 +152,21 @@ class LocalBackend:
             return err.status, err.message
 
     def _tokens(self) -> TokenTable:
-        return TokenTable.for_store(self.store)
+        """The token table, created if missing on first use (its DDL runs once)."""
+        if self._token_table is None:
+            self._token_table = TokenTable.for_store(self.store)
+        return self._token_table
 
     def token_list(self) -> list[dict[str, Any]]:
         return [r.describe() for r in sorted(self._tokens().load().values(), key=_by_name)]
 
     def token_create(self, name: str, scopes: list[str], rps: int | None) -> dict[str, Any]:
-        table = self._tokens()
-        value = table.create(name, [parse_scope(s) for s in scopes], rps)
-        return {**table.load()[name].describe(), "token": value}
+        written = self._tokens().create(name, [parse_scope(s) for s in scopes], rps)
+        return {**written.records[name].describe(), "token": written.value}
 
     def token_refresh(self, name: str) -> dict[str, Any]:
-        table = self._tokens()
-        value = table.refresh(name)
-        return {**table.load()[name].describe(), "token": value}
+        written = self._tokens().refresh(name)
+        return {**written.records[name].describe(), "token": written.value}
 
     def token_revoke(self, name: str) -> None:
         self._tokens().revoke(name)
@@ -207,6 +229,18 @@ class RemoteBackend:
     def backfill(self, view: str) -> dict[str, Any]:
         result: dict[str, Any] = self._admin("POST", "/backfill", {"view": view}).json()
         return result
+
+    def erase(self, key: str, value: str) -> dict[str, Any]:
+        """`POST /redpoll/v1/admin/erase`, then wait for its job (`GET /v0/jobs/<id>`)."""
+        job: dict[str, Any] = self._admin("POST", "/erase", {key: value}).json()
+        while job["status"] in ("waiting", "working"):
+            time.sleep(0.2)
+            response = self._call("GET", f"/v0/jobs/{quote(job['id'])}")
+            _raise_for_error(response)
+            job = response.json()
+        if job["status"] != "done":
+            raise RedpollError(str(job.get("error") or f"the erasure ended {job['status']}"))
+        return {"key": job.get("key", key), "removed": job.get("removed", {})}
 
     def ingest(self, datasource: str, ndjson: bytes, line_offset: int = 0) -> dict[str, int]:
         response = self._call(

@@ -12,6 +12,7 @@ from redpoll.cli.commands.backfill import backfill
 from redpoll.cli.commands.core import init, serve, sql
 from redpoll.cli.commands.demo import demo
 from redpoll.cli.commands.endpoints import endpoints
+from redpoll.cli.commands.erase import erase
 from redpoll.cli.commands.evaluate import evaluate_command
 from redpoll.cli.commands.ingest import ingest
 from redpoll.cli.commands.load import load_command
@@ -83,6 +84,7 @@ for command in (
     sql,
     load_command,
     backfill,
+    erase,
     endpoints,
     ingest,
     evaluate_command,

@@ -18,11 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import sqlglot
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
 
 from redpoll.endpoints.model import (
     Catalog,
@@ -32,6 +30,7 @@ from redpoll.endpoints.model import (
     ParamSpec,
     Rendered,
 )
+from redpoll.endpoints.sql_check import check_columns, check_statement, parse_one, settings_nodes
 from redpoll.endpoints.template import (
     FUNCTIONS,
     TYPE_FUNCTIONS,
@@ -272,46 +271,10 @@ def _check_raw_outputs(ast: nodes.Template, params: set[str]) -> None:
 # --- SQL checks -----------------------------------------------------------------------
 
 
-def _parse_one(sql: str, what: str) -> exp.Expression:
-    try:
-        statements = [s for s in sqlglot.parse(sql, read="clickhouse") if s is not None]
-    except RecursionError:
-        raise QueryError(f"{what} is nested too deeply") from None
-    except TokenError:  # an unclosed quote, a stray `$`: before parsing starts
-        raise QueryError(
-            f"{what} is not valid SQL (an unclosed quote or a stray character)"
-        ) from None
-    except ParseError as exc:
-        first = exc.errors[0] if exc.errors else {}
-        line = first.get("line")
-        where = f" (line {line} of the rendered SQL)" if line else ""
-        raise QueryError(
-            f"{what} is not valid SQL{where}: {first.get('description', exc)}"
-        ) from None
-    if len(statements) != 1:
-        raise QueryError(f"{what} must be exactly one statement, found {len(statements)}")
-    root = statements[0]
-    if not isinstance(root, (exp.Select, exp.SetOperation)):
-        raise QueryError(f"{what} must be a SELECT, found {root.key.upper()}")
-    for node in root.walk():
-        if isinstance(node, (exp.DML, exp.DDL, exp.Command, exp.Set, exp.Into)) or (
-            isinstance(node, exp.Select) and node.args.get("format")
-        ):
-            raise QueryError(f"{what} may only read: {node.key.upper()} is not allowed")
-    return root
-
-
 def _tail_select(root: exp.Expression) -> exp.Expression:
     while isinstance(root, exp.SetOperation):
         root = root.expression
     return root
-
-
-def _settings_nodes(root: exp.Expression) -> list[exp.Expression]:
-    out: list[exp.Expression] = []
-    for node in root.walk():
-        out.extend(node.args.get("settings") or [])
-    return out
 
 
 def validate_select(
@@ -323,12 +286,12 @@ def validate_select(
         TemplateError: naming the problem (and the file line, for unknown tables).
     """
     try:
-        root = _parse_one(sql, "the endpoint")
+        root = parse_one(sql, "the endpoint")
     except QueryError as exc:
         raise TemplateError(exc.message) from None
     if root.args.get("settings") or _tail_select(root).args.get("settings"):
         raise TemplateError("put query SETTINGS in the header (`-- settings: k=v`), not the SQL")
-    for setting in _settings_nodes(root):
+    for setting in settings_nodes(root):
         key = setting.this.name if isinstance(setting, exp.EQ) else ""
         if key.lower() in PROTECTED_SETTINGS:
             raise TemplateError(f"setting {key} is set by Redpoll (use the header)")
@@ -421,7 +384,7 @@ def apply_q(sql: str, q: str, functions: FunctionSet) -> str:
     if _SUBQUERY_TOKEN in q:
         raise QueryError("q: invalid query")
     try:
-        root = _parse_one(q, "q")
+        root = parse_one(q, "q")
         _check_q(root, functions)
         generated = _replace_q_tables(root).sql(dialect="clickhouse")
     except RecursionError:
@@ -430,29 +393,12 @@ def apply_q(sql: str, q: str, functions: FunctionSet) -> str:
 
 
 def _check_q(root: exp.Expression, functions: FunctionSet) -> None:
-    if _settings_nodes(root):
-        raise QueryError("q: SETTINGS are not allowed")
-    if any(True for _ in root.find_all(exp.Placeholder)):
-        raise QueryError("q: query parameters are not allowed")
-    for func in root.find_all(exp.Func):
-        fname = _function_name(func)
-        if fname is not None and not functions.allows(fname):
-            raise QueryError(f"q: function {fname} is not allowed")
-    for in_node in root.find_all(exp.In):
-        field = in_node.args.get("field")
-        if isinstance(field, (exp.Column, exp.Table)) or (
-            len(in_node.expressions) == 1 and isinstance(in_node.expressions[0], exp.Column)
-        ):
-            raise QueryError("q: IN <table> is not allowed; use a list or a subquery on _")
+    check_statement(root, functions, prefix="q: ", in_hint="use a list or a subquery on _")
     names = {"_"} | {cte.alias_or_name for cte in root.find_all(exp.CTE)}
     for source in root.find_all(exp.Table, exp.Subquery):
         if source.alias:
             names.add(source.alias)
-    for column in root.find_all(exp.Column):
-        if column.args.get("db") or column.args.get("catalog"):
-            raise QueryError(f"q: {column.sql(dialect='clickhouse')} names another table")
-        if column.table and column.table not in names:
-            raise QueryError(f"q: unknown table or alias {column.table}")
+    check_columns(root, names, prefix="q: ")
 
 
 def _replace_q_tables(root: exp.Expression) -> exp.Expression:
@@ -476,19 +422,6 @@ def _replace_q_tables(root: exp.Expression) -> exp.Expression:
     if not found:
         raise QueryError("q: must read FROM _")
     return root
-
-
-_FUNCTION_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-
-
-def _function_name(node: exp.Func) -> str | None:
-    """The ClickHouse function `node` calls, or None for SQL syntax (CASE, CAST ... AS)."""
-    if isinstance(node, exp.Anonymous):
-        return str(node.name)
-    if isinstance(node, (exp.Case, exp.Cast, exp.Extract, exp.Interval)):
-        return None
-    match = _FUNCTION_CALL.match(node.sql(dialect="clickhouse"))
-    return match[1] if match else None
 
 
 def _setting_literal(value: Any) -> str:

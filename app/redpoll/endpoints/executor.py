@@ -7,6 +7,12 @@ round trips (~2 ms measured), the clause costs nothing. The read client itself i
 is tagged with a unique `log_comment` so a query past its deadline can be found in
 `system.processes` and killed (`endpoints/lanes.py`). ClickHouse errors propagate as
 `DatabaseError`; the app's one handler (`api/errors.py`) turns them into 4xx/5xx.
+
+`prepare_reusable` renders a request once into a `Prepared` that the result cache
+(`endpoints/cache.py`) keeps with the answer: a request whose answer went stale runs the
+kept SQL again without re-rendering, and each run gets an id of its own that
+`queryID()` returns (`analysis.substitute_query_id`), so a cached answer can be given a
+fresh id per response.
 """
 
 from __future__ import annotations
@@ -15,6 +21,14 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from redpoll.endpoints.analysis import (
+    QUERY_ID_PARAM,
+    Analysis,
+    FunctionClasses,
+    analyze,
+    known,
+    substitute_query_id,
+)
 from redpoll.endpoints.compiler import apply_q, render, with_settings
 from redpoll.errors import ParameterError, PayloadTooLarge
 
@@ -22,7 +36,7 @@ if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
     from redpoll.endpoints.model import Endpoint, FunctionSet, Rendered
 
-__all__ = ("FORMATS", "Query", "check_q_size", "execute", "prepare")
+__all__ = ("FORMATS", "Prepared", "Query", "check_q_size", "execute", "prepare", "prepare_reusable")
 
 FORMATS: Mapping[str, tuple[str, str]] = {
     "json": ("JSON", "application/json"),
@@ -59,6 +73,43 @@ def check_q_size(q: str, max_bytes: int) -> None:
         raise PayloadTooLarge(f"q is longer than {max_bytes} bytes")
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ParameterError(f"Unsupported format '{fmt}': use one of {sorted(FORMATS)}")
+
+
+def _settings(
+    endpoint: Endpoint,
+    fmt: str,
+    quote_64bit: bool,
+    default_timeout: float,
+    default_max_rows: int,
+    session_caps: bool,
+) -> dict[str, Any]:
+    meta = endpoint.meta
+    settings: dict[str, Any] = dict(meta.settings)
+    # The read clients already carry the default caps as session settings (store.py);
+    # repeat them only when the endpoint overrides them (each clause setting costs time).
+    if meta.max_execution_time is not None or not session_caps:
+        settings["max_execution_time"] = meta.max_execution_time or default_timeout
+    if meta.max_result_rows is not None or not session_caps:
+        settings["max_result_rows"] = meta.max_result_rows or default_max_rows
+        settings["result_overflow_mode"] = "throw"
+    if fmt == "json":
+        settings["output_format_json_quote_64bit_integers"] = 1 if quote_64bit else 0
+    return settings
+
+
+def _with_q(sql: str, q: str | None, q_functions: FunctionSet | None) -> str:
+    """`sql` wrapped by the caller's `q` when there is one; `q` needs the function set
+    it may call, so without one `q` is refused rather than run unchecked."""
+    if not q:
+        return sql
+    if q_functions is None:
+        raise ParameterError("q is not available here")
+    return apply_q(sql, q, q_functions)
+
+
 def prepare(
     endpoint: Endpoint,
     params: Mapping[str, Any],
@@ -78,32 +129,99 @@ def prepare(
         q_functions: the functions `q` may call (required with `q`).
         session_caps: the client already has the default caps as session settings.
     """
-    if fmt not in FORMATS:
-        raise ParameterError(f"Unsupported format '{fmt}': use one of {sorted(FORMATS)}")
+    _check_format(fmt)
     rendered: Rendered = render(endpoint, params)
-    if q:
-        if q_functions is None:
-            raise ParameterError("q is not available here")
-        sql = apply_q(rendered.sql, q, q_functions)
-    else:
-        sql = rendered.sql
-    meta = endpoint.meta
-    settings: dict[str, Any] = dict(meta.settings)
-    # The read clients already carry the default caps as session settings (store.py);
-    # repeat them only when the endpoint overrides them (each clause setting costs time).
-    if meta.max_execution_time is not None or not session_caps:
-        settings["max_execution_time"] = meta.max_execution_time or default_timeout
-    if meta.max_result_rows is not None or not session_caps:
-        settings["max_result_rows"] = meta.max_result_rows or default_max_rows
-        settings["result_overflow_mode"] = "throw"
-    if fmt == "json":
-        settings["output_format_json_quote_64bit_integers"] = 1 if quote_64bit else 0
+    sql = _with_q(rendered.sql, q, q_functions)
+    settings = _settings(
+        endpoint, fmt, quote_64bit, default_timeout, default_max_rows, session_caps
+    )
     marker = f"redpoll:{uuid.uuid4().hex}"
     settings["log_comment"] = marker
-    timeout = float(meta.max_execution_time or default_timeout)
+    timeout = float(endpoint.meta.max_execution_time or default_timeout)
     return Query(
         with_settings(sql, settings), rendered.parameters, FORMATS[fmt][0], timeout, marker
     )
+
+
+class Prepared:
+    """One rendered request, reusable: `query()` gives a `Query` with a fresh id.
+
+    `analysis` says what the answer depends on besides the SQL and its values (tables,
+    clock, volatile functions); with `analysis.query_id`, `queryID()` was replaced by a
+    parameter and `query(run_id)` binds `run_id` to it.
+    """
+
+    __slots__ = ("analysis", "fmt", "parameters", "settings", "size", "sql", "timeout")
+
+    def __init__(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        fmt: str,
+        timeout: float,
+        analysis: Analysis,
+    ) -> None:
+        self.sql = sql
+        self.parameters = dict(parameters)
+        self.settings = dict(settings)
+        self.fmt = fmt
+        self.timeout = timeout
+        self.analysis = analysis
+        #: bytes it keeps, roughly (the result cache counts them)
+        self.size = len(sql) + sum(len(str(v)) + len(k) for k, v in self.parameters.items())
+
+    def query(self, run_id: uuid.UUID | None = None) -> Query:
+        """A `Query` for one run; `run_id` is its id (what `queryID()` returns) and tags
+        it in `system.processes` (`log_comment`)."""
+        run_id = run_id or uuid.uuid4()
+        marker = f"redpoll:{run_id.hex}"
+        parameters = self.parameters
+        if self.analysis.query_id:
+            parameters = {**parameters, QUERY_ID_PARAM: str(run_id)}
+        sql = with_settings(self.sql, {**self.settings, "log_comment": marker})
+        return Query(sql, parameters, self.fmt, self.timeout, marker)
+
+
+def prepare_reusable(
+    endpoint: Endpoint,
+    params: Mapping[str, Any],
+    *,
+    classes: FunctionClasses,
+    fmt: str = "json",
+    q: str | None = None,
+    q_functions: FunctionSet | None = None,
+    quote_64bit: bool = True,
+    default_timeout: float = 10.0,
+    default_max_rows: int = 100_000,
+    session_caps: bool = False,
+    only_known: bool = False,
+) -> Prepared | None:
+    """Like `prepare`, plus the analysis of what the answer depends on (tables read,
+    clock, per-call functions; memoized per rendered text) and `queryID()` replaced by a
+    parameter. Pure Python; a new template shape or a `q` costs a sqlglot parse: call it
+    off the event loop.
+
+    Args:
+        classes: which functions give a different value per call (the server's list).
+        only_known: return None instead of parsing a template shape not seen yet (the
+            caller renders on the event loop, and parses in a worker thread only then).
+    """
+    _check_format(fmt)
+    rendered: Rendered = render(endpoint, params)
+    if only_known and (q or not known(rendered.sql, classes)):
+        return None
+    analysis = analyze(rendered.sql, classes)
+    sql = _with_q(rendered.sql, q, q_functions)
+    if q:
+        analysis = analysis.merge(analyze(q, classes, tables=False))
+    if analysis.query_id:
+        sql = substitute_query_id(sql)
+    settings = _settings(
+        endpoint, fmt, quote_64bit, default_timeout, default_max_rows, session_caps
+    )
+    timeout = float(endpoint.meta.max_execution_time or default_timeout)
+    return Prepared(sql, rendered.parameters, settings, FORMATS[fmt][0], timeout, analysis)
 
 
 def execute(client: Client, query: Query) -> bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -39,6 +39,7 @@ DEADLINE_GRACE_S = 0.5
 HEAVY_QUEUE_S = 2.0
 
 Killer = Callable[[str], None]
+T = TypeVar("T")
 
 
 class Lane:
@@ -69,11 +70,7 @@ class Lane:
             DatabaseError: ClickHouse refused the query.
         """
         deadline = anyio.current_time() + timeout + DEADLINE_GRACE_S
-        wait = self._queue_s if self._queue_s is not None else timeout
-        with anyio.move_on_after(wait) as queued:
-            await self._slots.acquire()
-        if queued.cancelled_caught:
-            raise TooBusy(f"too many {self.name} queries at once; retry shortly")
+        await self._acquire(timeout)
         try:
             call = _Call(prepare)
             with anyio.move_on_at(deadline):
@@ -90,6 +87,29 @@ class Lane:
             raise QueryTimeout(f"the query exceeded its time limit of {timeout:g} s")
         finally:
             self._slots.release()
+
+    async def call(self, fn: Callable[[], T], timeout: float) -> T:
+        """Run `fn` in a worker thread while holding one of this lane's slots, queueing as
+        `run` does: the result cache renders a miss this way (endpoints/cache.py), so a
+        flood of `q=` calls is refused before sqlglot parses any of them."""
+        await self._acquire(timeout)
+        try:
+            return await anyio.to_thread.run_sync(fn, limiter=self._threads)
+        finally:
+            self._slots.release()
+
+    async def _acquire(self, timeout: float) -> None:
+        """Take a slot, queueing at most the lane's queue time (else `timeout`); the
+        caller releases it.
+
+        Raises:
+            TooBusy: no slot came free in time (429).
+        """
+        wait = self._queue_s if self._queue_s is not None else timeout
+        with anyio.move_on_after(wait) as queued:
+            await self._slots.acquire()
+        if queued.cancelled_caught:
+            raise TooBusy(f"too many {self.name} queries at once; retry shortly")
 
     def _blocking(self, call: _Call, budget_s: float) -> bytes:
         query = call.prepare()

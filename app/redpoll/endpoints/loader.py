@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redpoll.clickhouse.client import DatabaseError
+from redpoll.endpoints.analysis import FunctionClasses
 from redpoll.endpoints.compiler import compile_endpoint
 from redpoll.endpoints.model import Catalog, Endpoint, EndpointMeta, FunctionSet, LoadError
 from redpoll.endpoints.template import TemplateError
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "catalog_from_client",
+    "function_classes_from_client",
     "iter_endpoint_files",
     "load_endpoint",
     "parse_header",
@@ -33,6 +36,7 @@ RESERVED_NAMES = frozenset({"openapi"})
 _KEY_RE = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*)$")
 _KEYS = {
     "description",
+    "cache",
     "cache_ttl",
     "ttl",
     "tags",
@@ -78,6 +82,7 @@ def parse_header(source: str) -> tuple[EndpointMeta, str, int]:
     meta = EndpointMeta(
         description=" ".join(d for d in description if d).strip(),
         cache_ttl=int(values.get("cache_ttl", values.get("ttl", 0))),
+        cache=values.get("cache", True),
         tags=tuple(values.get("tags", ())),
         max_execution_time=values.get("max_execution_time"),
         max_result_rows=values.get("max_result_rows"),
@@ -89,6 +94,11 @@ def parse_header(source: str) -> tuple[EndpointMeta, str, int]:
 
 
 def _header_value(key: str, value: str) -> Any:
+    if key == "cache":
+        flag = value.lower()
+        if flag not in ("on", "off", "true", "false", "1", "0"):
+            raise ValueError("use on or off")
+        return flag in ("on", "true", "1")
     if key in ("cache_ttl", "ttl", "max_result_rows"):
         number = int(value)
         if number < 0:
@@ -251,3 +261,14 @@ def q_functions_from_client(client: Client) -> FunctionSet:
 
 
 _IN_FAMILY = re.compile(r"^(global)?(not)?(null)?in(ignoreset)?$", re.IGNORECASE)
+
+
+def function_classes_from_client(client: Client) -> FunctionClasses:
+    """The functions whose value differs per call, as the server lists them
+    (`system.functions.deterministic = 0`, lower case); an older server without the
+    column gets the built-in list (`analysis.FunctionClasses`)."""
+    try:
+        rows = client.query("SELECT name FROM system.functions WHERE deterministic = 0").result_rows
+    except DatabaseError:  # no such column: an older server
+        return FunctionClasses()
+    return FunctionClasses(frozenset(str(name).lower() for (name,) in rows))

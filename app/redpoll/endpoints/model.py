@@ -123,7 +123,11 @@ class EndpointMeta:
     """The leading `-- key: value` comment block of an endpoint file (see docs/endpoints.md)."""
 
     description: str = ""
+    #: > 0: the result cache serves an answer for at most this many seconds (TTL mode,
+    #: endpoints/cache.py), also sent as `Cache-Control: max-age`
     cache_ttl: int = 0
+    #: False (`-- cache: off`): never answered from the result cache
+    cache: bool = True
     tags: tuple[str, ...] = ()
     max_execution_time: float | None = None
     max_result_rows: int | None = None
@@ -158,6 +162,7 @@ class Endpoint:
             "description": self.meta.description,
             "tags": list(self.meta.tags),
             "cache_ttl": self.meta.cache_ttl,
+            "cache": self.meta.cache,
             "params": [p.as_dict() for p in self.params],
             "tables": sorted(self.tables),
         }

@@ -1,6 +1,6 @@
 """The SQL API's checks (`/v0/sql`, api/sql.py): one read-only SELECT, and which tables it reads.
 
-`parse_sql` accepts what the `q=` of a pipe accepts (compiler.py: one SELECT, no SETTINGS,
+`parse_sql` accepts what the `q=` of a pipe accepts (sql_check.py: one SELECT, no SETTINGS,
 no query parameters, functions only from the `q=` allow-list, no `IN <table>`), except
 that it reads tables instead of `_`: tables of the project's database only (no table
 functions, no `system` or `information_schema`, no other database). A trailing
@@ -25,10 +25,11 @@ from sqlglot import TokenType, exp
 from sqlglot.dialects.clickhouse import ClickHouse
 from sqlglot.errors import TokenError
 
-from redpoll.endpoints.compiler import _function_name, _parse_one, _settings_nodes, with_settings
+from redpoll.endpoints.compiler import with_settings
 from redpoll.endpoints.datasource_catalog import DataSourceNames
 from redpoll.endpoints.executor import FORMATS, Query
 from redpoll.endpoints.model import FunctionSet
+from redpoll.endpoints.sql_check import check_columns, check_statement, parse_one
 from redpoll.errors import ParameterError, QueryError, Unauthorized
 from redpoll.tokens.scopes import DATASOURCES_READ, Principal
 
@@ -120,7 +121,7 @@ def parse_sql(
     if not text.strip():
         raise QueryError("the query is empty")
     try:
-        root = _parse_one(text, "the query")
+        root = parse_one(text, "the query")
         tables = _check(root, functions, database)
         generated = root.sql(dialect="clickhouse")
     except RecursionError:
@@ -134,20 +135,13 @@ def parse_sql(
 
 
 def _check(root: exp.Expression, functions: FunctionSet, database: str) -> set[TableRef]:
-    if _settings_nodes(root):
-        raise QueryError("SETTINGS are not allowed in the query")
-    if any(True for _ in root.find_all(exp.Placeholder)):
-        raise QueryError("query parameters are not allowed")
-    for func in root.find_all(exp.Func):
-        fname = _function_name(func)
-        if fname is not None and not functions.allows(fname):
-            raise QueryError(f"function {fname} is not allowed")
-    for in_node in root.find_all(exp.In):
-        field = in_node.args.get("field")
-        if isinstance(field, (exp.Column, exp.Table)) or (
-            len(in_node.expressions) == 1 and isinstance(in_node.expressions[0], exp.Column)
-        ):
-            raise QueryError("IN <table> is not allowed; use IN (SELECT ... FROM <table>)")
+    check_statement(
+        root,
+        functions,
+        prefix="",
+        in_hint="use IN (SELECT ... FROM <table>)",
+        where=" in the query",
+    )
     tables: set[TableRef] = set()
     names: set[str] = set()
     for table in root.find_all(exp.Table):
@@ -171,11 +165,7 @@ def _check(root: exp.Expression, functions: FunctionSet, database: str) -> set[T
         names.add(table.name)
     names |= {cte.alias_or_name for cte in root.find_all(exp.CTE)}
     names |= {s.alias for s in root.find_all(exp.Subquery) if s.alias}
-    for column in root.find_all(exp.Column):
-        if column.args.get("db") or column.args.get("catalog"):
-            raise QueryError(f"{column.sql(dialect='clickhouse')} names another table")
-        if column.table and column.table not in names:
-            raise QueryError(f"unknown table or alias {column.table}")
+    check_columns(root, names, prefix="")
     return tables
 
 

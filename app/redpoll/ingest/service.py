@@ -41,8 +41,11 @@ shared between threads), and closes them.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import json
 import logging
+import pickle
 import queue
 import threading
 import time
@@ -53,18 +56,26 @@ from redpoll.clickhouse.client import quote_identifier
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
 from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
-from redpoll.ingest.validate import ValidatedBatch, parse_body, validate_body, validate_rows
+from redpoll.ingest.validate import (
+    QuarantineRow,
+    ValidatedBatch,
+    parse_body,
+    validate_body,
+    validate_rows,
+)
+from redpoll.ingest.versions import DataVersions
+from redpoll.ingest.wal import WriteAheadLog
 from redpoll.ingest.writer import EventWriter
 from redpoll.settings import setting_default
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from redpoll.clickhouse.client import Client
     from redpoll.settings import Settings
     from redpoll.store import Store
 
-__all__ = ("MAX_FIRST_LINE", "IngestResult", "IngestService")
+__all__ = ("MAX_FIRST_LINE", "IngestResult", "IngestService", "fill_defaults", "quarantine_rows")
 
 log = logging.getLogger("redpoll.ingest")
 #: Largest first line number of a body (quarantine `line` is UInt64; far below it).
@@ -102,7 +113,14 @@ class _Stats:
     insert_s: float = 0.0
 
 
-_Item = tuple[ValidatedBatch, "concurrent.futures.Future[None]", str | None]
+#: a queued batch, its future, its dedup token, and its write-ahead log record (None:
+#: the request waits for the INSERT itself)
+_Item = tuple[ValidatedBatch, "concurrent.futures.Future[None]", str | None, int | None]
+#: INSERT attempts of an acknowledged (logged) batch before its rows go to quarantine
+MAX_LOGGED_ATTEMPTS = 6
+#: seconds the committer gathers after an acknowledged batch before its INSERT: each
+#: INSERT costs a fixed ~0.1 s of views (README, ingest figures), so fewer, larger ones
+LOGGED_GATHER_S = 0.2
 
 
 class _Committer:
@@ -119,8 +137,14 @@ class _Committer:
         max_rows: int,
         state_dir: Path,
         project_dir: Path | None = None,
+        versions: DataVersions | None = None,
+        wal: WriteAheadLog | None = None,
     ) -> None:
         self.datasource = datasource
+        #: acknowledged batches not inserted yet (`ack = "durable"`, ingest/wal.py)
+        self.wal = wal
+        self._attempts: dict[int, int] = {}
+        self.versions = versions if versions is not None else DataVersions()
         self.max_rows = max_rows
         self.client = client
         self.database = database
@@ -130,25 +154,65 @@ class _Committer:
             self.writer = EventWriter(
                 self.client, self.database, journal=journal, views=project_dir
             )
+        #: held during each INSERT into the data source (the events writer's own lock):
+        #: `IngestService.exclusive` holds it to change the table between two INSERTs
+        self.lock = self.writer.lock if self.writer is not None else threading.Lock()
         self.stats = _Stats()
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._quarantine_ready = False
+        self._replay()  # before any new batch, as the journal's repair (writer.py)
         self._thread = threading.Thread(
             target=self._run, name=f"commit-{datasource.name}", daemon=True
         )
         self._thread.start()
 
     def submit(
-        self, batch: ValidatedBatch, dedup_token: str | None = None
+        self, batch: ValidatedBatch, dedup_token: str | None = None, *, logged: bool = False
     ) -> concurrent.futures.Future[None]:
+        """Queue `batch`; its future is done once the INSERT returned. `logged`: first
+        append it to the write-ahead log (fsync), after which it is never dropped."""
+        seq = None
+        if logged and self.wal is not None:
+            seq = self.wal.append(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._queue.put((batch, future, dedup_token))
+        self._queue.put((batch, future, dedup_token, seq))
         return future
+
+    def flush(self) -> None:
+        """Return once every batch queued before this call is inserted (with `ack =
+        "durable"`, acknowledged batches too: a mutation must see them, else an erased
+        user's logged events would be inserted after the erasure)."""
+        self.submit(ValidatedBatch(columns={}, rows=0, quarantined=[])).result()
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+        if self.wal is not None:
+            self.wal.close()
         self.client.close()
+
+    def _replay(self) -> None:
+        """Insert the logged batches a previous run acknowledged and did not insert."""
+        if self.wal is None:
+            return
+        group: list[_Item] = []
+        rows = replayed = 0
+        for seq, payload in self.wal.pending():
+            batch: ValidatedBatch = pickle.loads(payload)
+            group.append((batch, concurrent.futures.Future(), None, seq))
+            rows += batch.rows
+            replayed += 1
+            if rows >= self.max_rows:
+                self._commit(group)
+                group, rows = [], 0
+        if group:
+            self._commit(group)
+        if replayed:
+            log.warning(
+                "%s: inserted %d acknowledged batches from the write-ahead log",
+                self.datasource.name,
+                replayed,
+            )
 
     def _run(self) -> None:
         while True:
@@ -157,9 +221,13 @@ class _Committer:
                 return
             group = [item]
             rows = item[0].rows
+            # an acknowledged (logged) batch has no request waiting: gather for a moment,
+            # so that many small requests make one INSERT instead of one each
+            gather_until = time.monotonic() + (LOGGED_GATHER_S if item[3] is not None else 0)
             while rows < self.max_rows:
                 try:
-                    nxt = self._queue.get_nowait()
+                    wait = gather_until - time.monotonic()
+                    nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -174,18 +242,43 @@ class _Committer:
         # may carry it (a grouped INSERT has other content)
         token = group[0][2] if len(group) == 1 else None
         try:
-            self._insert([batch for batch, _, _ in group], token)
+            self._insert([item[0] for item in group], token)
         except Exception as exc:
             if len(group) == 1:
-                self.stats.errors += 1
-                log.warning("insert into %s failed: %s", self.datasource.table, exc)
-                group[0][1].set_exception(exc)
+                self._failed(group[0], exc)
                 return
             for single in group:  # isolate the failing request
                 self._commit([single])
             return
-        for _, future, _ in group:
-            future.set_result(None)
+        logged = [item[3] for item in group if item[3] is not None]
+        if logged and self.wal is not None:
+            self.wal.mark_applied(logged)
+        for item in group:
+            item[1].set_result(None)
+
+    def _failed(self, item: _Item, exc: Exception) -> None:
+        """A batch whose INSERT failed alone. A waiting request gets the error; a logged
+        (already acknowledged) batch is retried with back-off, then quarantined."""
+        batch, future, _, seq = item
+        self.stats.errors += 1
+        log.warning("insert into %s failed: %s", self.datasource.table, exc)
+        if seq is None or self.wal is None:
+            future.set_exception(exc)
+            return
+        attempts = self._attempts.get(seq, 0) + 1
+        self._attempts[seq] = attempts
+        if attempts < MAX_LOGGED_ATTEMPTS:
+            time.sleep(min(0.1 * 2**attempts, 5.0))
+            self._commit([item])
+            return
+        self._attempts.pop(seq, None)
+        try:
+            self._quarantine([_as_quarantine(batch, exc)])
+        except Exception:  # kept in the log: inserted at the next start
+            log.exception("acknowledged batch %d could not be quarantined either", seq)
+            return
+        self.wal.mark_applied([seq])
+        future.set_result(None)
 
     def _insert(self, batches: list[ValidatedBatch], dedup_token: str | None = None) -> None:
         started = time.perf_counter()
@@ -205,34 +298,30 @@ class _Committer:
                 self.stats.convert_s += result.convert_seconds
                 self.stats.insert_s += result.seconds - result.convert_seconds
             else:
-                self.client.insert(
-                    f"{quote_identifier(self.database)}.{quote_identifier(self.datasource.table)}",
-                    list(columns.values()),
-                    column_names=list(columns),
-                    column_oriented=True,
-                    settings={"insert_deduplication_token": dedup_token} if dedup_token else None,
-                )
+                with self.lock:
+                    self.client.insert(
+                        f"{quote_identifier(self.database)}."
+                        f"{quote_identifier(self.datasource.table)}",
+                        list(columns.values()),
+                        column_names=list(columns),
+                        column_oriented=True,
+                        settings={"insert_deduplication_token": dedup_token}
+                        if dedup_token
+                        else None,
+                    )
                 self.stats.insert_s += time.perf_counter() - grouped
+        if total:  # visible now, acknowledged after this returns
+            self.versions.bump([self.datasource.table])
         self.stats.inserts += 1
         self.stats.rows += total
         self.stats.last_insert_ms = (time.perf_counter() - started) * 1000
 
     def _fill_defaults(self, batch: ValidatedBatch) -> None:
-        """Evaluate DEFAULT expressions in ClickHouse, one value per row that needs it."""
-        for name, indexes in batch.needs_default.items():
-            column = self.datasource.column(name)
-            assert column is not None
-            values = self.client.query(
-                f"SELECT {column.default_expression} FROM numbers({len(indexes)})"
-            ).result_columns[0]
-            target = batch.columns[name]
-            for i, value in zip(indexes, values, strict=True):
-                target[i] = value
-        batch.needs_default = {}
+        fill_defaults(self.client, self.datasource, batch)
 
     def _quarantine(self, batches: list[ValidatedBatch]) -> None:
         """Store the quarantine rows of `batches` in one INSERT; marks them written."""
-        rows = [row for b in batches for row in _quarantine_rows(b)]
+        rows = [row for b in batches for row in quarantine_rows(b)]
         if not rows:
             return
         if not self._quarantine_ready:
@@ -249,8 +338,39 @@ class _Committer:
         self.stats.quarantined += len(rows)
 
 
-def _quarantine_rows(batch: ValidatedBatch) -> list[list[Any]]:
+def fill_defaults(client: Client, datasource: DataSource, batch: ValidatedBatch) -> None:
+    """Evaluate DEFAULT expressions in ClickHouse, one value per row that needs it."""
+    for name, indexes in batch.needs_default.items():
+        column = datasource.column(name)
+        assert column is not None
+        values = client.query(
+            f"SELECT {column.default_expression} FROM numbers({len(indexes)})"
+        ).result_columns[0]
+        target = batch.columns[name]
+        for i, value in zip(indexes, values, strict=True):
+            target[i] = value
+    batch.needs_default = {}
+
+
+def quarantine_rows(batch: ValidatedBatch) -> list[list[Any]]:
+    """The rows of `<ds>_quarantine` for a batch's quarantined lines."""
     return [[batch.received_at, q.line, q.column, q.error, q.raw] for q in batch.quarantined]
+
+
+def _as_quarantine(batch: ValidatedBatch, exc: Exception) -> ValidatedBatch:
+    """An acknowledged batch ClickHouse kept refusing, as quarantine rows (one per row,
+    its values as JSON), so accepted data is kept where an operator can see it."""
+    names = list(batch.columns)
+    rows = [
+        QuarantineRow(
+            i + 1,
+            "",
+            f"insert failed: {exc}"[:1000],
+            json.dumps(dict(zip(names, values, strict=True)), default=str),
+        )
+        for i, values in enumerate(zip(*batch.columns.values(), strict=True))
+    ]
+    return ValidatedBatch(columns={}, rows=0, quarantined=rows, received_at=batch.received_at)
 
 
 class IngestService:
@@ -277,12 +397,17 @@ class IngestService:
         self.refresh_s = (
             settings.datasource_refresh_s if settings is not None else _DEFAULT_REFRESH_S
         )
+        #: "durable": a request without wait=true into a landing data source is answered
+        #: once its batch is in the write-ahead log (docs/adr, ack); "visible": after the INSERT
+        self.ack = settings.ack if settings is not None else str(setting_default("ack"))
         self._admin = new_client()  # own client: discovery runs on request threads
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()  # request threads add their stage times
         self._datasources: dict[str, DataSource] | None = None
         self._read_at = 0.0  # time.monotonic() of the last catalog read
         self._committers: dict[str, _Committer] = {}
+        #: bumped after every write is visible (a result cache keys answers by it)
+        self.versions = DataVersions()
 
     @classmethod
     def for_store(cls, store: Store, settings: Settings | None = None) -> IngestService:
@@ -326,12 +451,20 @@ class IngestService:
         return found
 
     def ingest(
-        self, name: str, body: bytes, first_line: int = 1, *, max_rows: int = 0
+        self,
+        name: str,
+        body: bytes,
+        first_line: int = 1,
+        *,
+        max_rows: int = 0,
+        wait: bool = True,
     ) -> IngestResult:
         """Validate `body` and insert its good rows; returns once they are durable.
 
         More than `max_rows` rows (0: no limit; the HTTP API passes
-        `max_rows_per_request`) is a 413 before any row is validated or written."""
+        `max_rows_per_request`) is a 413 before any row is validated or written.
+        `wait=False` with `ack = "durable"`: durable means in the write-ahead log; the
+        INSERT (and so the views) follows."""
         if not 1 <= first_line <= MAX_FIRST_LINE:
             raise ParameterError(f"the first line number must be from 1 to {MAX_FIRST_LINE}")
         datasource = self.datasource(name)
@@ -341,7 +474,7 @@ class IngestService:
         fast = validate_body(datasource, body, max_rows)
         if fast is not None:
             self._count(datasource, fast.timings, fast=True)
-            return self.ingest_batch(datasource, fast)
+            return self.ingest_batch(datasource, fast, wait=wait)
         parsed = parse_body(body, first_line)
         if not parsed:
             raise ConfigError("empty body: send NDJSON, a JSON object or a JSON array")
@@ -351,7 +484,7 @@ class IngestService:
             )
         batch = validate_rows(datasource, parsed)
         self._count(datasource, {"validate": time.perf_counter() - started})
-        return self.ingest_batch(datasource, batch)
+        return self.ingest_batch(datasource, batch, wait=wait)
 
     def _count(self, datasource: DataSource, timings: dict[str, float], fast: bool = False) -> None:
         """Add a request's validation time to its data source's statistics."""
@@ -362,14 +495,22 @@ class IngestService:
             stats.validate_s += timings.get("validate", 0.0)
 
     def ingest_batch(
-        self, datasource: DataSource, batch: ValidatedBatch, dedup_token: str | None = None
+        self,
+        datasource: DataSource,
+        batch: ValidatedBatch,
+        dedup_token: str | None = None,
+        *,
+        wait: bool = True,
     ) -> IngestResult:
         """Insert a validated batch; returns once durable. `dedup_token` (e.g. a Kafka
         offset range) becomes the INSERT's `insert_deduplication_token` when the batch is
         inserted alone (not grouped with other requests)."""
         committer = self._committer(datasource)
         committer.stats.requests += 1
-        committer.submit(batch, dedup_token).result()
+        logged = not wait and self.ack == "durable" and committer.wal is not None
+        future = committer.submit(batch, dedup_token, logged=logged)
+        if not logged:
+            future.result()
         return IngestResult(batch.rows, len(batch.quarantined))
 
     def _committer(self, datasource: DataSource) -> _Committer:
@@ -387,6 +528,8 @@ class IngestService:
                         self.max_group_rows,
                         self.project_dir / ".redpoll",
                         self.project_dir,  # its materialized_views/: what repair/backfill rebuild
+                        self.versions,
+                        self._wal(datasource),
                     )
                 except BaseException:
                     client.close()
@@ -394,12 +537,33 @@ class IngestService:
                 self._committers[datasource.name] = committer
             return committer
 
+    def _wal(self, datasource: DataSource) -> WriteAheadLog | None:
+        """The write-ahead log of a landing data source, opened whatever `ack` is now:
+        batches a `durable` run acknowledged are inserted at start in any mode. Other
+        data sources have no id dedup, so a replayed batch could be stored twice: none."""
+        if not datasource.uses_landing:
+            return None
+        folder = self.project_dir / ".redpoll" / "wal" / f"{self.database}.{datasource.name}"
+        return WriteAheadLog(folder)
+
     def rebuild_view(self, view: str) -> None:
         """Recompute a view from `events` between two inserts of the events writer."""
         writer = self._committer(self.datasource("events")).writer
         if writer is None:
             raise ConfigError("the events data source has no landing table")
         writer.rebuild_view(view)
+        self.versions.bump([self.datasource("events").table])
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[EventWriter | None]:
+        """Hold data source `name`'s write lock: no INSERT into it runs until the block
+        exits (queued requests wait, none is lost). Yields its EventWriter (`events`: the
+        block then rebuilds the derived tables with `writer.repair(own_client)`), or None
+        for a plain data source. Used by ingest/mutations.py."""
+        committer = self._committer(self.datasource(name))
+        committer.flush()
+        with committer.lock:
+            yield committer.writer
 
     def open_writers(self) -> None:
         """Start a committer for every data source now: crash repair runs at startup,

@@ -406,7 +406,7 @@ def _convert(
 
 def _epoch_ts(values: list[int], convert: Converter) -> list[Any] | None:
     """Integer epochs of the landing `ts`, as numbers the writer turns into the same
-    milliseconds as the datetimes `convert` returns (writer.py `_ts_ms`: a number is
+    milliseconds as the datetimes `convert` returns (writer.py `epoch_ms`: a number is
     seconds): seconds stay as they are, milliseconds become `ms / 1000` (exact once the
     writer rounds `* 1000`: below 2**42 ms the error is far under 0.5 ms)."""
     low, high = min(values), max(values)

@@ -81,11 +81,14 @@ __all__ = (
     "backfill_queries",
     "check_view",
     "default_views",
+    "epoch_ms",
 )
 
 #: Tables of the events data source (sql/events.sql) whose derived views `repair` rebuilds.
 _EVENT_TABLES = frozenset({"events_landing", "events", "event_ids"})
 _VIEW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: a materialized view's target in its DDL: `... TO db.table ...`
+_TO_TABLE = re.compile(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 log = logging.getLogger("redpoll.ingest.writer")
 # Far above any batch: the insert squashing then emits the whole INSERT as one block.
@@ -104,7 +107,7 @@ class InsertResult:
     convert_seconds: float = 0.0
 
 
-def _ts_ms(value: Any) -> int:
+def epoch_ms(value: Any) -> int:
     """Event time as epoch milliseconds; naive datetimes are UTC, numbers are seconds."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
@@ -113,7 +116,7 @@ def _ts_ms(value: Any) -> int:
     if isinstance(value, int | float):
         return round(value * 1000)
     if isinstance(value, str):
-        return _ts_ms(dt.datetime.fromisoformat(value))
+        return epoch_ms(dt.datetime.fromisoformat(value))
     raise TypeError(f"unsupported ts value {value!r}")
 
 
@@ -175,19 +178,36 @@ class EventWriter:
             )
         self.repair()
 
-    def repair(self) -> None:
-        """Rebuild every table derived from `events` (dedup index and all views)."""
+    @property
+    def lock(self) -> threading.Lock:
+        """Held during every INSERT: whoever holds it changes `events` between two batches
+        (ingest/mutations.py: delete, replace, truncate, erase; then `repair`)."""
+        return self._lock
+
+    def repair(self, client: Client | None = None) -> None:
+        """Rebuild every table derived from `events` (dedup index and all views).
+
+        `client`: the caller's own when it runs on another thread than the committer's
+        (chDB clients are not shared between threads); default: the writer's."""
         started = time.perf_counter()
         db = self.database
-        self.client.command(f"TRUNCATE TABLE IF EXISTS {db}.event_ids")
-        self.client.command(f"INSERT INTO {db}.event_ids SELECT event_id, batch FROM {db}.events")
-        catalog = self.client.query(
-            "SELECT name, engine FROM system.tables WHERE database = {db:String}",
+        client = client if client is not None else self.client
+        client.command(f"TRUNCATE TABLE IF EXISTS {db}.event_ids")
+        client.command(f"INSERT INTO {db}.event_ids SELECT event_id, batch FROM {db}.events")
+        catalog = client.query(
+            "SELECT name, engine, create_table_query FROM system.tables"
+            " WHERE database = {db:String}",
             parameters={"db": db},
         ).result_rows
-        existing = {name for name, _ in catalog}
+        existing = {name for name, _, _ in catalog}
         known = {o.name for view in self.views.views for o in view.objects}
-        unknown = sorted(n for n, e in catalog if e == "MaterializedView" and n not in known)
+        unknown = sorted(
+            name
+            for name, engine, ddl in catalog
+            if engine == "MaterializedView"
+            and name not in known
+            and not _feeds_protocol(ddl)  # sql/events.sql's own: events_mv, event_ids_mv
+        )
         if unknown:  # their targets keep whatever the cut-short INSERT left: not exact
             log.error(
                 "materialized views without a file in materialized_views/ cannot be rebuilt: "
@@ -196,7 +216,7 @@ class EventWriter:
             )
         for view in self.views.fed_by(_EVENT_TABLES):
             if set(view.tables) <= existing:  # a file added but not migrated yet: skip
-                backfill(self.client, db, view.name, self.views)
+                backfill(client, db, view.name, self.views)
         if self.journal is not None:
             self.journal.unlink(missing_ok=True)
         log.warning("views rebuilt from events in %.1f s", time.perf_counter() - started)
@@ -331,7 +351,7 @@ class EventWriter:
                 col = [v if v else uuid.uuid4().hex for v in values]
             elif name == "ts":
                 now = int(time.time() * 1000)
-                col = [now if v is None else _ts_ms(v) for v in values]
+                col = [now if v is None else epoch_ms(v) for v in values]
             else:
                 col = list(values)
                 if any(v is None for v in col):
@@ -369,6 +389,13 @@ def _zero(name: str, type_: str) -> Any:
     if base == "Bool":
         return False
     return None
+
+
+def _feeds_protocol(ddl: str) -> bool:
+    """A materialized view writing `events` or `event_ids`: the protocol's own (sql/
+    events.sql), rebuilt by `repair` itself, not a view of materialized_views/."""
+    target = _TO_TABLE.search(ddl)
+    return target is not None and target.group(1) in {"events", "event_ids"}
 
 
 def _journal_batch(journal: Path) -> int | None:

@@ -79,7 +79,9 @@ class TokenRegistry:
         return stored or any(p.is_admin and p.kind == "settings" for p in self._fixed.values())
 
     def reload(self) -> None:
-        records = self.table.load()
+        self._keep(self.table.load())
+
+    def _keep(self, records: dict[str, TokenRecord]) -> None:
         with self._lock:
             self._records = records
             self._by_hash = {r.token_hash: r.principal() for r in records.values()}
@@ -88,20 +90,19 @@ class TokenRegistry:
     # --- changing --------------------------------------------------------------------
     def create(self, name: str, scopes: list[Scope], rps: int | None = None) -> str:
         self._check_not_fixed(name)
-        value = self.table.create(name, scopes, rps)
-        self.reload()
-        return value
+        written = self.table.create(name, scopes, rps)
+        self._keep(written.records)  # read by `create` already: no second read
+        return written.value
 
     def refresh(self, name: str) -> str:
         self._check_not_fixed(name)
-        value = self.table.refresh(name)
-        self.reload()
-        return value
+        written = self.table.refresh(name)
+        self._keep(written.records)
+        return written.value
 
     def revoke(self, name: str) -> None:
         self._check_not_fixed(name)
-        self.table.revoke(name)
-        self.reload()
+        self._keep(self.table.revoke(name).records)
 
     def _check_not_fixed(self, name: str) -> None:
         if name in self.fixed_names():

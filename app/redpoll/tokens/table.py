@@ -32,6 +32,7 @@ __all__ = (
     "TokenExists",
     "TokenRecord",
     "TokenTable",
+    "Written",
     "hash_token",
     "new_token_value",
 )
@@ -76,6 +77,17 @@ class TokenRecord:
             "created_at": self.created_at.isoformat(),
             "origin": self.origin,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """The table right after a change made through `TokenTable`: every live token by name
+    (what `load` returns now, read once, before the write, under the lock), and the new
+    value (create, refresh; empty for revoke). Callers keep these instead of reading the
+    table a second time."""
+
+    records: dict[str, TokenRecord]
+    value: str = ""
 
 
 class TokenTable:
@@ -131,8 +143,8 @@ class TokenTable:
             for name, token_hash, scopes, rps, created, _ in rows
         }
 
-    def create(self, name: str, scopes: list[Scope], rps: int | None = None) -> str:
-        """A new token's value (shown once); 409 if the name is taken."""
+    def create(self, name: str, scopes: list[Scope], rps: int | None = None) -> Written:
+        """A new token (its value is shown once); 409 if the name is taken."""
         check_token_name(name)
         if not scopes:
             raise ParameterError("a token needs at least one scope")
@@ -141,37 +153,43 @@ class TokenTable:
         if rps is not None and rps < 1:
             raise ParameterError("rps must be a positive integer")
         with self.lock:
-            if name in self.load():
+            records = self.load()
+            if name in records:
                 raise TokenExists(f"a token named '{name}' exists; refresh or delete it")
             value = new_token_value()
-            self._write(name, hash_token(value), [str(s) for s in scopes], rps or 0, 0)
-        return value
+            records[name] = self._write(name, hash_token(value), scopes, rps or 0, 0)
+        return Written(records, value)
 
-    def refresh(self, name: str) -> str:
+    def refresh(self, name: str) -> Written:
         """Replace a token's value (same name and scopes); the old value stops working."""
         with self.lock:
-            record = self._get(name)
+            records = self.load()
+            record = _get(records, name)
             value = new_token_value()
-            self._write(
-                name, hash_token(value), [str(s) for s in record.scopes], record.rps or 0, 0
+            records[name] = self._write(
+                name, hash_token(value), list(record.scopes), record.rps or 0, 0
             )
-        return value
+        return Written(records, value)
 
-    def revoke(self, name: str) -> None:
+    def revoke(self, name: str) -> Written:
         with self.lock:
-            record = self._get(name)
-            self._write(name, record.token_hash, [str(s) for s in record.scopes], 0, 1)
+            records = self.load()
+            record = _get(records, name)
+            self._write(name, record.token_hash, list(record.scopes), 0, 1)
+            del records[name]
+        return Written(records)
 
-    def _get(self, name: str) -> TokenRecord:
-        record = self.load().get(name)
-        if record is None:
-            raise NotFound(f"no token named '{name[:128]}'")
-        return record
-
-    def _write(self, name: str, token_hash: str, scopes: list[str], rps: int, revoked: int) -> None:
+    def _write(
+        self, name: str, token_hash: str, scopes: list[Scope], rps: int, revoked: int
+    ) -> TokenRecord:
+        """Insert one version of `name`; return it as `load` will read it back (the
+        created_at column holds milliseconds)."""
+        now = dt.datetime.now(dt.UTC)
+        created = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        texts = [str(s) for s in scopes]
         self.client.insert(
             TABLE,
-            [[name, token_hash, scopes, rps, dt.datetime.now(dt.UTC), revoked, time.time_ns()]],
+            [[name, token_hash, texts, rps, created, revoked, time.time_ns()]],
             column_names=[
                 "name",
                 "token_hash",
@@ -183,3 +201,13 @@ class TokenTable:
             ],
             database=self.database,
         )
+        return TokenRecord(
+            name, token_hash, tuple(parse_scope(s) for s in texts), rps or None, created
+        )
+
+
+def _get(records: dict[str, TokenRecord], name: str) -> TokenRecord:
+    record = records.get(name)
+    if record is None:
+        raise NotFound(f"no token named '{name[:128]}'")
+    return record
