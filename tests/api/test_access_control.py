@@ -506,7 +506,7 @@ def test_rate_limit_per_client_address_counts_refused_tokens(
     shop: Path, settings: Settings, store: Store
 ) -> None:
     limited = dataclasses.replace(settings, rate_limit_ip_rps=6)
-    with api_client(limited, store) as api:
+    with api_client(limited, store, per_address_limit=True) as api:
         time.sleep(1 - (time.time() % 1) + 0.01)
         statuses = [call(api, "GET", "/v0/pipes", "rp_guess").status_code for _ in range(8)]
         assert statuses[:6] == [403] * 6 and statuses[6:] == [429, 429], statuses
