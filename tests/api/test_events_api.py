@@ -694,8 +694,7 @@ def test_durable_ack_answers_from_the_log_and_the_views_follow(
         assert waited.status_code == 200
         # the committer inserts in order: once the waited batch is in, so are all before it
         assert admin_client.command("SELECT count() FROM events") == 81
-        wal = app_state(api.app.state).ingest._committers["events"].wal
-        assert wal is not None and wal.unapplied == 0
+        assert app_state(api.app.state).ingest.status()["events"]["unapplied"] == 0
         views_match_recomputation(admin_client, database)
         # an erasure right after 202s of the same user also removes what was only logged
         for j in range(20):

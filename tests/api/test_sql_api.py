@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from litestar.testing import TestClient
 from redpoll.settings import Settings
 from redpoll.store import Store
 from tests.support.api import ADMIN_TOKEN, api_client, assert_error
+from tests.support.module_store import module_store
 from tests.support.shop import EVENTS, ITEMS, create_token, ndjson, prepare_shop
 
 
@@ -37,15 +39,23 @@ def load(api: TestClient) -> None:
         assert response.status_code == 200, response.text
 
 
-@pytest.fixture
-def api(shop: Path, settings: Settings, store: Store) -> Iterator[TestClient]:
-    with api_client(dataclasses.replace(settings, rate_limit_ip_rps=0), store) as client:
-        load(client)
-        yield client
+@pytest.fixture(scope="module")
+def api(
+    redpoll_clickhouse_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """One loaded shop for the module's read-only cases (a migration per case cost most of
+    the module's time); the cases that change limits or data attach their own store."""
+    project = tmp_path_factory.mktemp("sql_api")
+    with module_store(redpoll_clickhouse_url, project) as (settings, store):
+        prepare_shop(project, store)
+        with api_client(settings, store) as client:
+            load(client)
+            yield client
 
 
 def token(api: TestClient, name: str, *scopes: str) -> str:
-    return create_token(api, name, *scopes)
+    """A token named `name` plus a suffix: cases share one app, names must not clash."""
+    return create_token(api, f"{name}_{uuid.uuid4().hex[:8]}", *scopes)
 
 
 def sql(api: TestClient, q: str, bearer: str | None = ADMIN_TOKEN, **params: Any) -> Any:
@@ -214,7 +224,7 @@ def test_ctes_and_subqueries_over_granted_data_sources(api: TestClient) -> None:
 @contextlib.contextmanager
 def limited_api(settings: Settings, store: Store, **changes: Any) -> Iterator[TestClient]:
     """An app whose read clients carry `changes` (read limits are the store's settings)."""
-    limited = dataclasses.replace(settings, rate_limit_ip_rps=0, **changes)
+    limited = dataclasses.replace(settings, **changes)
     own = Store.attach(limited, store.target, store.admin)
     try:
         with api_client(limited, own) as api:

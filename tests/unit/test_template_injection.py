@@ -82,7 +82,7 @@ def env(ch_target: Target, admin_client: Client) -> Iterator[tuple[Client, Any]]
 
 
 def run(reader: Client, endpoint: Endpoint, params: dict[str, Any]) -> list[dict[str, Any]]:
-    query = prepare(endpoint, params, quote_64bit=True)
+    query = prepare(endpoint, params)
     return json.loads(execute(reader, query))["data"]
 
 

@@ -40,7 +40,13 @@ from redpoll.api.state import app_state
 from redpoll.endpoints.cache import OFF, ResultCache, request_key, with_cache_status
 from redpoll.endpoints.compiler import RESERVED_PARAMS
 from redpoll.endpoints.dependencies import TableGraph
-from redpoll.endpoints.executor import FORMATS, check_q_size, prepare, prepare_reusable
+from redpoll.endpoints.executor import (
+    FORMATS,
+    RequestOptions,
+    check_q_size,
+    prepare,
+    prepare_reusable,
+)
 from redpoll.endpoints.lanes import HEAVY_QUEUE_S, Lane, QueryLanes
 from redpoll.endpoints.loader import (
     catalog_from_client,
@@ -182,20 +188,14 @@ class PipesController(Controller):
             template_params.update(grant.fixed_params)
         quote_64bit = _flag(quote, "output_format_json_quote_64bit_integers")
 
-        def build() -> Query:
-            return prepare(
-                endpoint,
-                template_params,
-                fmt=ext,
-                q=q_text,
-                q_functions=wiring.q_functions,
-                quote_64bit=quote_64bit,
-                default_timeout=settings.query_timeout_s,
-                default_max_rows=settings.max_result_rows,
-                session_caps=True,
-            )
+        options = RequestOptions.serving(
+            settings, fmt=ext, q=q_text, q_functions=wiring.q_functions, quote_64bit=quote_64bit
+        )
 
-        timeout = float(endpoint.meta.max_execution_time or settings.query_timeout_s)
+        def build() -> Query:
+            return prepare(endpoint, template_params, options)
+
+        timeout = options.timeout(endpoint)
         lane = wiring.query_lanes.lane(heavy=q_text is not None)
         cache = wiring.result_cache
         status = OFF
@@ -207,17 +207,7 @@ class PipesController(Controller):
 
             def build_reusable(only_known: bool = False) -> Prepared | None:
                 return prepare_reusable(
-                    endpoint,
-                    template_params,
-                    classes=cache.classes,
-                    fmt=ext,
-                    q=q_text,
-                    q_functions=wiring.q_functions,
-                    quote_64bit=quote_64bit,
-                    default_timeout=settings.query_timeout_s,
-                    default_max_rows=settings.max_result_rows,
-                    session_caps=True,
-                    only_known=only_known,
+                    endpoint, template_params, options, classes=cache.classes, only_known=only_known
                 )
 
             async def render() -> Prepared:

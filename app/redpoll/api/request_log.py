@@ -266,7 +266,7 @@ class CallLog:
         elif ext == "json":
             tail = call.answer
             result_rows = _last_int(_ROWS, tail)
-            read_rows = _last_int(_READ_ROWS, tail)
+            read_rows = reported_read_rows(tail)
             read_bytes = _last_int(_READ_BYTES, tail)
         elif ext == "ndjson":
             result_rows = call.lines

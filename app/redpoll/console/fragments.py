@@ -34,7 +34,7 @@ from redpoll.endpoints.datasource_catalog import (
     datasource_names,
     read_datasources,
 )
-from redpoll.endpoints.executor import prepare
+from redpoll.endpoints.executor import RequestOptions, prepare
 from redpoll.errors import EndpointNotFound
 from redpoll.tokens.scopes import DATASOURCES_APPEND, DATASOURCES_READ, PIPES_READ
 
@@ -69,19 +69,12 @@ async def _admin_read(wiring: AppState, read: Callable[[Client, str], T]) -> T:
 async def _call_endpoint(wiring: AppState, name: str, params: dict[str, Any]) -> list[Any]:
     """An endpoint's rows, called as `/v0/pipes/<name>.json` calls it."""
     endpoint = wiring.endpoints.snapshot.get(name)
-    settings = wiring.settings
+    options = RequestOptions.serving(wiring.settings, quote_64bit=False)
 
     def build() -> Any:
-        return prepare(
-            endpoint,
-            params,
-            quote_64bit=False,
-            default_timeout=settings.query_timeout_s,
-            default_max_rows=settings.max_result_rows,
-            session_caps=True,
-        )
+        return prepare(endpoint, params, options)
 
-    timeout = float(endpoint.meta.max_execution_time or settings.query_timeout_s)
+    timeout = options.timeout(endpoint)
     body = await wiring.query_lanes.lane(heavy=False).run(build, timeout)
     data: list[Any] = msgspec.json.decode(body)["data"]
     return data

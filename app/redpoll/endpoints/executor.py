@@ -17,6 +17,7 @@ fresh id per response.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,18 @@ from redpoll.errors import ParameterError, PayloadTooLarge
 if TYPE_CHECKING:
     from redpoll.clickhouse.client import Client
     from redpoll.endpoints.model import Endpoint, FunctionSet, Rendered
+    from redpoll.settings import Settings
 
-__all__ = ("FORMATS", "Prepared", "Query", "check_q_size", "execute", "prepare", "prepare_reusable")
+__all__ = (
+    "FORMATS",
+    "Prepared",
+    "Query",
+    "RequestOptions",
+    "check_q_size",
+    "execute",
+    "prepare",
+    "prepare_reusable",
+)
 
 FORMATS: Mapping[str, tuple[str, str]] = {
     "json": ("JSON", "application/json"),
@@ -67,6 +78,40 @@ class Query:
         self.marker = marker
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """How a request is answered besides its endpoint and parameters: output format, the
+    caller's `q` (with the functions it may call), 64-bit quoting in JSON, and the caps
+    that apply when the endpoint names none.
+
+    Attributes:
+        session_caps: the read client already carries the default caps as session
+            settings (store.py), so they are repeated only where the endpoint differs.
+    """
+
+    fmt: str = "json"
+    q: str | None = None
+    q_functions: FunctionSet | None = None
+    quote_64bit: bool = True
+    default_timeout: float = 10.0
+    default_max_rows: int = 100_000
+    session_caps: bool = False
+
+    @classmethod
+    def serving(cls, settings: Settings, **changes: Any) -> RequestOptions:
+        """The options of a request served by the app (its read clients carry the caps)."""
+        return cls(
+            default_timeout=settings.query_timeout_s,
+            default_max_rows=settings.max_result_rows,
+            session_caps=True,
+            **changes,
+        )
+
+    def timeout(self, endpoint: Endpoint) -> float:
+        """Seconds the endpoint's query may run: its own `max_execution_time` or ours."""
+        return float(endpoint.meta.max_execution_time or self.default_timeout)
+
+
 def check_q_size(q: str, max_bytes: int) -> None:
     """413 for a `q` longer than `max_bytes` UTF-8 bytes (checked before it is parsed)."""
     if len(q) > max_bytes or len(q.encode()) > max_bytes:  # chars <= bytes: cheap first
@@ -78,26 +123,22 @@ def _check_format(fmt: str) -> None:
         raise ParameterError(f"Unsupported format '{fmt}': use one of {sorted(FORMATS)}")
 
 
-def _settings(
-    endpoint: Endpoint,
-    fmt: str,
-    quote_64bit: bool,
-    default_timeout: float,
-    default_max_rows: int,
-    session_caps: bool,
-) -> dict[str, Any]:
+def _settings(endpoint: Endpoint, options: RequestOptions) -> dict[str, Any]:
     meta = endpoint.meta
     settings: dict[str, Any] = dict(meta.settings)
     # The read clients already carry the default caps as session settings (store.py);
     # repeat them only when the endpoint overrides them (each clause setting costs time).
-    if meta.max_execution_time is not None or not session_caps:
-        settings["max_execution_time"] = meta.max_execution_time or default_timeout
-    if meta.max_result_rows is not None or not session_caps:
-        settings["max_result_rows"] = meta.max_result_rows or default_max_rows
+    if meta.max_execution_time is not None or not options.session_caps:
+        settings["max_execution_time"] = meta.max_execution_time or options.default_timeout
+    if meta.max_result_rows is not None or not options.session_caps:
+        settings["max_result_rows"] = meta.max_result_rows or options.default_max_rows
         settings["result_overflow_mode"] = "throw"
-    if fmt == "json":
-        settings["output_format_json_quote_64bit_integers"] = 1 if quote_64bit else 0
+    if options.fmt == "json":
+        settings["output_format_json_quote_64bit_integers"] = 1 if options.quote_64bit else 0
     return settings
+
+
+_DEFAULTS = RequestOptions()
 
 
 def _with_q(sql: str, q: str | None, q_functions: FunctionSet | None) -> str:
@@ -111,35 +152,22 @@ def _with_q(sql: str, q: str | None, q_functions: FunctionSet | None) -> str:
 
 
 def prepare(
-    endpoint: Endpoint,
-    params: Mapping[str, Any],
-    *,
-    fmt: str = "json",
-    q: str | None = None,
-    q_functions: FunctionSet | None = None,
-    quote_64bit: bool = True,
-    default_timeout: float = 10.0,
-    default_max_rows: int = 100_000,
-    session_caps: bool = False,
+    endpoint: Endpoint, params: Mapping[str, Any], options: RequestOptions = _DEFAULTS
 ) -> Query:
     """Render and wrap one request (pure Python, no I/O; with `q`, a sqlglot parse: call it
-    off the event loop).
-
-    Args:
-        q_functions: the functions `q` may call (required with `q`).
-        session_caps: the client already has the default caps as session settings.
-    """
-    _check_format(fmt)
+    off the event loop)."""
+    _check_format(options.fmt)
     rendered: Rendered = render(endpoint, params)
-    sql = _with_q(rendered.sql, q, q_functions)
-    settings = _settings(
-        endpoint, fmt, quote_64bit, default_timeout, default_max_rows, session_caps
-    )
+    sql = _with_q(rendered.sql, options.q, options.q_functions)
+    settings = _settings(endpoint, options)
     marker = f"redpoll:{uuid.uuid4().hex}"
     settings["log_comment"] = marker
-    timeout = float(endpoint.meta.max_execution_time or default_timeout)
     return Query(
-        with_settings(sql, settings), rendered.parameters, FORMATS[fmt][0], timeout, marker
+        with_settings(sql, settings),
+        rendered.parameters,
+        FORMATS[options.fmt][0],
+        options.timeout(endpoint),
+        marker,
     )
 
 
@@ -186,15 +214,9 @@ class Prepared:
 def prepare_reusable(
     endpoint: Endpoint,
     params: Mapping[str, Any],
+    options: RequestOptions,
     *,
     classes: FunctionClasses,
-    fmt: str = "json",
-    q: str | None = None,
-    q_functions: FunctionSet | None = None,
-    quote_64bit: bool = True,
-    default_timeout: float = 10.0,
-    default_max_rows: int = 100_000,
-    session_caps: bool = False,
     only_known: bool = False,
 ) -> Prepared | None:
     """Like `prepare`, plus the analysis of what the answer depends on (tables read,
@@ -207,21 +229,25 @@ def prepare_reusable(
         only_known: return None instead of parsing a template shape not seen yet (the
             caller renders on the event loop, and parses in a worker thread only then).
     """
-    _check_format(fmt)
+    _check_format(options.fmt)
     rendered: Rendered = render(endpoint, params)
+    q = options.q
     if only_known and (q or not known(rendered.sql, classes)):
         return None
     analysis = analyze(rendered.sql, classes)
-    sql = _with_q(rendered.sql, q, q_functions)
+    sql = _with_q(rendered.sql, q, options.q_functions)
     if q:
         analysis = analysis.merge(analyze(q, classes, tables=False))
     if analysis.query_id:
         sql = substitute_query_id(sql)
-    settings = _settings(
-        endpoint, fmt, quote_64bit, default_timeout, default_max_rows, session_caps
+    return Prepared(
+        sql,
+        rendered.parameters,
+        _settings(endpoint, options),
+        FORMATS[options.fmt][0],
+        options.timeout(endpoint),
+        analysis,
     )
-    timeout = float(endpoint.meta.max_execution_time or default_timeout)
-    return Prepared(sql, rendered.parameters, settings, FORMATS[fmt][0], timeout, analysis)
 
 
 def execute(client: Client, query: Query) -> bytes:

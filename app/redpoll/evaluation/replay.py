@@ -49,7 +49,7 @@ from typing import Any
 from redpoll.clickhouse.client import Client
 from redpoll.clickhouse.views import materialized_views, views_not_feeding
 from redpoll.endpoints.compiler import render, validate_select
-from redpoll.endpoints.executor import execute, prepare
+from redpoll.endpoints.executor import RequestOptions, execute, prepare
 from redpoll.endpoints.loader import catalog_from_client
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.baselines import Baselines
@@ -566,7 +566,7 @@ class _EndpointCaller:
 
     def call(self, name: str, params: Mapping[str, Any]) -> list[str]:
         endpoint = self.registry.snapshot.get(name)
-        query = prepare(endpoint, params, fmt="ndjson")
+        query = prepare(endpoint, params, RequestOptions(fmt="ndjson"))
         body = execute(self._client(), query)
         return [json.loads(line)["item_id"] for line in body.splitlines() if line]
 

@@ -572,7 +572,15 @@ class IngestService:
             self._committer(datasource)
 
     def status(self) -> dict[str, Any]:
-        return {name: dataclasses.asdict(c.stats) for name, c in self._committers.items()}
+        """Per data source: the committer's counters, plus `unapplied`, the acknowledged
+        records of the write-ahead log (ack=durable) not yet in the table."""
+        return {
+            name: {
+                **dataclasses.asdict(c.stats),
+                "unapplied": c.wal.unapplied if c.wal is not None else 0,
+            }
+            for name, c in self._committers.items()
+        }
 
     def close(self) -> None:
         with self._lock:

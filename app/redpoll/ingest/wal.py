@@ -189,7 +189,6 @@ class WriteAheadLog:
     def _scan(self) -> list[int]:
         """The segments on disk, oldest first; a torn tail is cut off the last one."""
         firsts = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
-        self._segments = firsts
         if firsts:
             self._truncate_torn(firsts[-1])
         return firsts
