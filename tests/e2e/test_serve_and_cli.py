@@ -44,11 +44,12 @@ def test_init_scaffold_migrates_and_serves(project: Path) -> None:
         up = run_cli(project, "migrate", "up")
         assert up.returncode == 0, up.stderr
         assert "through the running server" in up.stderr
-        assert "1 migration(s) applied" in up.stdout
+        assert "2 migration(s) applied" in up.stdout  # pageviews and the service logs
 
         status = run_cli(project, "migrate", "status")
         assert status.returncode == 0, status.stderr
         assert "0001_pageviews" in status.stdout and "applied" in status.stdout
+        assert "0002_service_logs" in status.stdout
 
         ready = http.get("/v0/ready")
         assert ready.status_code == 200, ready.text
