@@ -2,8 +2,9 @@
 -- "recently viewed" strip. Reads `user_history` (ORDER BY user_id, ts): one contiguous
 -- range per user.
 --
--- Business rules: exclude=<ids>, category=<cat>, only available catalog items (the latest
--- version, `items_latest`), max_per_category=<n> (diversity cap; 0 = none).
+-- Business rules: exclude=<ids>, category=<cat>, max_per_category=<n> (diversity cap; 0 =
+-- none). The catalog (`items_latest`, latest version) only refines: an item it marks
+-- unavailable is left out, an item it does not know is kept (empty title and category).
 -- rec_id (default): the id of the query that answered, one per response.
 -- tags: recommendations
 -- max_execution_time: 2
@@ -31,7 +32,8 @@ SELECT
     concat('recently_viewed:', {{ String(variant, 'a', enum=['a', 'b'], description="A/B variant label recorded in `source` (same query)") }}) AS source
 FROM viewed AS v
 ANY LEFT JOIN items_latest AS i ON i.item_id = v.item_id
-WHERE i.available
+-- (an item missing from the catalog joins default values: item_id '')
+WHERE (i.available OR i.item_id = '') AND v.item_id != ''
 {% if defined(exclude) %}
   AND v.item_id NOT IN {{ Array(exclude, 'String', description="Item ids to leave out") }}
 {% end %}

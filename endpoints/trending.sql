@@ -1,12 +1,20 @@
 -- Trending items: recent events per item, weighted by event type and decayed in time.
 --
 -- score = sum over the last `hours` of events * weight(event type) * 2^(-age / half-life),
--- from the hourly `trending` view (materialized_views/trending.sql; rows older than 90
--- days are deleted by its TTL, so hours <= 2160). Returns (cart, click, purchase ...)
+-- age = now - the start of the event's hour. Returns (cart, click, purchase ...)
 -- weighted counts; `return` events count negatively by default.
 --
--- Business rules: exclude=<ids>, category=<cat>, only available catalog items (the latest
--- version, `items_latest`), max_per_category=<n> (diversity cap; 0 = none).
+-- Exact as of `now`: no event after it counts. The whole hours before now's hour come
+-- from the hourly `trending` view (materialized_views/trending.sql; rows older than 90
+-- days are deleted by its TTL, so hours <= 2160); with `now` given, now's own hour, up
+-- to now, from `events` itself, read only for the (event type, item) keys of that
+-- hour's buckets (events is ORDER BY (event_type, item_id, ts): one short range per
+-- key). Without `now` (the current time) the current hour's bucket is read whole: it
+-- holds nothing later, unless clients send future timestamps.
+--
+-- Business rules: exclude=<ids>, category=<cat>, max_per_category=<n> (diversity cap; 0 =
+-- none). The catalog (`items_latest`, latest version) only refines: an item it marks
+-- unavailable is left out, an item it does not know is kept (empty title and category).
 -- rec_id (default): the id of the query that answered, one per response.
 -- tags: recommendations
 -- max_execution_time: 2
@@ -14,6 +22,25 @@
 %
 WITH
     ifNull({{ DateTime(now, defined=False, description="Evaluate as of this time (default: now)") }}, now()) AS t_now,
+    toStartOfHour(t_now) AS t_hour,
+    counts AS (
+        -- whole hours before now's hour
+        SELECT hour, item_id, event_type, events
+        FROM trending
+        WHERE hour > t_now - INTERVAL {{ Int32(hours, 72, min=1, max=2160, description="Look-back window, hours") }} HOUR
+{% if defined(now) %}
+          AND hour < t_hour
+        UNION ALL
+        -- now's hour up to now, event by event
+        SELECT t_hour AS hour, item_id, event_type, toUInt64(1) AS events
+        FROM events
+        WHERE (event_type, item_id) IN (SELECT event_type, item_id FROM trending WHERE hour = t_hour)
+          AND ts >= t_hour AND ts <= t_now
+{% else %}
+          -- (the current hour's bucket: nothing in it is later than now)
+          AND hour <= t_now
+{% end %}
+    ),
     scored AS (
         SELECT
             item_id,
@@ -29,11 +56,8 @@ WITH
                 * exp2(-greatest(dateDiff('second', hour, t_now), 0)
                        / (3600 * {{ Float64(half_life_hours, 24, min=0.1, description="Half-life of an event's weight, hours") }}))
             ) AS score
-        FROM trending
-        WHERE hour > t_now - INTERVAL {{ Int32(hours, 72, min=1, max=2160, description="Look-back window, hours") }} HOUR
-{% if defined(now) %}
-          AND hour <= t_now
-{% end %}
+        FROM counts
+        WHERE item_id != ''
         GROUP BY item_id
         HAVING score > 0
     )
@@ -47,7 +71,8 @@ SELECT
     concat('trending:', {{ String(variant, 'a', enum=['a', 'b'], description="A/B variant label recorded in `source` (same query)") }}) AS source
 FROM scored AS s
 ANY LEFT JOIN items_latest AS i ON i.item_id = s.item_id
-WHERE i.available
+-- (an item missing from the catalog joins default values: item_id '')
+WHERE (i.available OR i.item_id = '')
 {% if defined(exclude) %}
   AND s.item_id NOT IN {{ Array(exclude, 'String', description="Item ids to leave out") }}
 {% end %}

@@ -77,7 +77,16 @@ def test_replay_never_sees_the_future(project: Path, tmp_path: Path) -> None:
                 [str(200000 + inv), f"Z{inv:02d}{j}", f"NEW {inv} {j}", 1, ts, 1.0, user, "UK"]
             )
     dataset = _write_csv(tmp_path / "shop.csv", rows)
-    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=10, work_dir=tmp_path))
+    # the replay's catalog holds every item from the start (the data set has no creation
+    # times), so also_bought's new-item slots would offer tomorrow's items: off here
+    config = EvalConfig(
+        dataset=dataset,
+        project_dir=project,
+        k=10,
+        work_dir=tmp_path,
+        also_bought_params={"new_slots": 0},
+    )
+    result = evaluate(config)
     assert result.counts["for_user_all_queries"] == 12
     assert result.counts["also_bought_queries"] == 12
     for row in result.table:
@@ -98,7 +107,14 @@ def test_replay_learns_from_the_past(project: Path, tmp_path: Path) -> None:
         rows.append([str(300000 + inv), "P1", "PAIR ONE", 1, ts, 1.0, user, "UK"])
         rows.append([str(300000 + inv), "P2", "PAIR TWO", 1, ts, 1.0, user, "UK"])
     dataset = _write_csv(tmp_path / "pairs.csv", rows)
-    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=5, work_dir=tmp_path))
+    config = EvalConfig(
+        dataset=dataset,
+        project_dir=project,
+        k=5,
+        work_dir=tmp_path,
+        also_bought_params={"new_slots": 0},  # as above: the catalog knows P2 from the start
+    )
+    result = evaluate(config)
     also = result.get("also_bought", "endpoint")
     assert also["n"] == 10
     assert also["hit"] == pytest.approx(0.9)  # all but the very first basket

@@ -188,14 +188,15 @@ def test_endpoints_load_without_errors(recs: TestClient) -> None:
 
 def test_also_bought(recs: TestClient) -> None:
     # orders with a1: b1 in 2, a2 and c1 in 1 (tie: item_id), d1 unavailable; then the
-    # popular fill (b2)
-    assert ids(recs, "also_bought", item_id="a1") == ["b1", "a2", "c1", "b2"]
-    assert ids(recs, "also_bought", item_id="a1", variant="b") == ["b1", "a2", "c1", "b2"]
+    # popular fill (b2); the last slot: a new item (never ordered) sharing MUG, a3
+    assert ids(recs, "also_bought", item_id="a1") == ["b1", "a2", "c1", "b2", "a3"]
+    assert ids(recs, "also_bought", item_id="a1", variant="b") == ["b1", "a2", "c1", "b2", "a3"]
     assert ids(recs, "also_bought", item_id="a1", fallback="false") == ["b1", "a2", "c1"]
-    assert ids(recs, "also_bought", item_id="a1", exclude="b1,c1") == ["a2", "b2"]
+    assert ids(recs, "also_bought", item_id="a1", exclude="b1,c1") == ["a2", "b2", "a3"]
     assert ids(recs, "also_bought", item_id="a1", category="LAMP") == ["b1", "b2"]
     assert ids(recs, "also_bought", item_id="a1", max_per_category=1) == ["b1", "a2", "c1"]
-    assert ids(recs, "also_bought", item_id="a1", limit=2) == ["b1", "a2"]
+    assert ids(recs, "also_bought", item_id="a1", limit=2) == ["b1", "a3"]
+    assert ids(recs, "also_bought", item_id="a1", limit=2, new_slots=0) == ["b1", "a2"]
     # a: orders with both items (b1: o1, o2); b: the buyer_pairs view, same counts here
     top = call(recs, "also_bought", item_id="a1")["data"][0]
     assert (top["score"], top["source"]) == (2, "also_bought:a")
@@ -278,6 +279,8 @@ def test_recently_viewed(recs: TestClient) -> None:
 
 
 def test_for_user_personalized_and_exclusion(recs: TestClient) -> None:
+    # mode=explore: v1's ranking (the default mode, mixed, also ranks the user's
+    # purchases: tests/test_for_user_v2.py).
     # Variant a: score = trend * (0.1 + similarity), both scaled to [0, 1] over the
     # available items. Trend (purchase 1, view 0.3, half-life 72 h, by hour bucket):
     # a1 2.380, b1 1.409, c1 1.076, b2 0.990, a2 0.972, a3 0.594 -> scaled a1 1, b1 .592,
@@ -304,28 +307,45 @@ def test_for_user_personalized_and_exclusion(recs: TestClient) -> None:
         math.log(9 / 2) ** 2,
     )
     max_sim = idf2_mug + idf2_once  # a1
-    rows = call(recs, "for_user", user_id="u1")["data"]
+    rows = call(recs, "for_user", user_id="u1", mode="explore")["data"]
     assert [r["item_id"] for r in rows] == ["b2", "a2", "a3", "c1", "z1"]
     expected_b2 = trend["b2"] / trend["a1"] * (0.1 + idf2_lamp / max_sim)
     assert rows[0]["score"] == pytest.approx(expected_b2, abs=1e-5)
     assert rows[3]["score"] == pytest.approx(trend["c1"] / trend["a1"] * 0.1, abs=1e-5)
-    assert ids(recs, "for_user", user_id="u1", exclude_purchased="false")[:4] == [
+    assert ids(recs, "for_user", user_id="u1", mode="explore", exclude_purchased="false")[:4] == [
         "a1",
         "b1",
         "b2",
         "a2",
     ]
     # without the floor, only items sharing a title word with u1's items score
-    assert ids(recs, "for_user", user_id="u1", profile_floor=0, limit=3) == ["b2", "a2", "a3"]
-    assert ids(recs, "for_user", user_id="u1", exclude="b2", limit=2) == ["a2", "a3"]
-    assert ids(recs, "for_user", user_id="u1", category="MUG") == ["a2", "a3"]
+    assert ids(recs, "for_user", user_id="u1", mode="explore", profile_floor=0, limit=3) == [
+        "b2",
+        "a2",
+        "a3",
+    ]
+    assert ids(recs, "for_user", user_id="u1", mode="explore", exclude="b2", limit=2) == [
+        "a2",
+        "a3",
+    ]
+    assert ids(recs, "for_user", user_id="u1", mode="explore", category="MUG") == ["a2", "a3"]
     # variant b: basket neighbours of a1, b1 (c1 in 2 orders, a2 in 1), divided by
     # sqrt(purchases + 10) and scaled (c1 1, a2 .5), plus 5 * trend: c1 3.26, a2 2.54,
     # b2 2.08, a3 1.25
-    assert ids(recs, "for_user", user_id="u1", variant="b", limit=4) == ["c1", "a2", "b2", "a3"]
-    # as of before u1's purchase, u1 is unknown and nothing had happened: catalog order
+    assert ids(recs, "for_user", user_id="u1", mode="explore", variant="b", limit=4) == [
+        "c1",
+        "a2",
+        "b2",
+        "a3",
+    ]
+    # as of before u1's purchase, u1 is unknown and nothing had happened (no trend, no
+    # purchase to rank by): the catalog's items, reason cold_start, by item id
     before = (NOW_DT - dt.timedelta(hours=49)).strftime("%Y-%m-%d %H:%M:%SZ")
-    assert ids(recs, "for_user", user_id="u1", now=before, limit=3) == ["a1", "a2", "a3"]
+    assert ids(recs, "for_user", user_id="u1", mode="explore", now=before, limit=3) == [
+        "a1",
+        "a2",
+        "a3",
+    ]
 
 
 def test_for_user_cold_start_fills_from_catalog(recs: TestClient) -> None:

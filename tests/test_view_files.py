@@ -38,7 +38,9 @@ def test_repository_views_own_their_tables_and_read_their_sources() -> None:
     assert {v.name: v.tables for v in views.views} == {
         "basket_pairs": ("basket_items", "basket_pairs"),
         "buyer_pairs": ("buyer_items", "buyer_pairs"),
+        "events_by_time": ("events_by_time",),
         "items_latest": ("items_latest",),
+        "session_history": ("session_history",),
         "trending": ("trending",),
         "trending_daily": ("trending_daily",),
         "user_history": ("user_history", "user_item_stats"),

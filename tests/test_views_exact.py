@@ -104,6 +104,7 @@ def streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[list[dict[str, 
             + draw(st.integers(0, 70 * 24)) * HOUR_MS // 2
             + draw(st.integers(0, 59)) * 60_000,
             "user_id": draw(st.sampled_from(["", "", "u1", "u2", "u3"])),
+            "session_id": draw(st.sampled_from(["", "s1", "s2"])),
             "order_id": draw(st.sampled_from(["", "o1", "o2", "o3"])),
             "item_id": draw(st.sampled_from(["a", "b", "c", "d", "e"])),
             "event_type": draw(st.sampled_from(["purchase", "purchase", "view", "cart"])),
@@ -135,8 +136,11 @@ _block_settings = st.sampled_from(
 
 
 def to_columns(batch: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """A batch as the writer's columnar input (ts as aware datetimes)."""
-    columns: dict[str, list[Any]] = {name: [e[name] for e in batch] for name in EVENT_FIELDS}
+    """A batch as the writer's columnar input (ts as aware datetimes; no session_id: '')."""
+    columns: dict[str, list[Any]] = {
+        name: [e.get(name, "") if name == "session_id" else e[name] for e in batch]
+        for name in EVENT_FIELDS
+    }
     columns["ts"] = [dt.datetime.fromtimestamp(ms / 1000, dt.UTC) for ms in columns["ts"]]
     return columns
 
@@ -211,7 +215,7 @@ def test_views_equal_oracle(
                             e["event_id"],
                             dt.datetime.fromtimestamp(e["ts"] / 1000, dt.UTC),
                             e["user_id"],
-                            "",
+                            e["session_id"],
                             e["item_id"],
                             e["event_type"],
                             e["order_id"],
@@ -483,6 +487,7 @@ def random_events(rnd: random.Random, n: int) -> list[dict[str, Any]]:
             "event_id": f"e{i}",
             "ts": BASE_MS + rnd.randrange(40 * DAY_MS),
             "user_id": rnd.choice(["", "u1", "u2", "u3"]),
+            "session_id": rnd.choice(["", "s1", "s2"]),
             "order_id": rnd.choice(["", "o1", "o2", "o3", "o4"]),
             "item_id": f"i{rnd.randrange(8)}",
             "event_type": rnd.choice(["purchase", "purchase", "view", "cart"]),

@@ -34,7 +34,16 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 # Recent enough that the 90-day trending TTL never fires during a test.
 BASE_MS = (int(time.time()) // 3600 - 85 * 24) * HOUR_MS
-EVENT_FIELDS = ("event_id", "ts", "user_id", "order_id", "item_id", "event_type", "quantity")
+EVENT_FIELDS = (
+    "event_id",
+    "ts",
+    "user_id",
+    "session_id",
+    "order_id",
+    "item_id",
+    "event_type",
+    "quantity",
+)
 
 
 # basket_pairs: orders of at most this many distinct items (`max_basket_items` of its file)
@@ -166,7 +175,17 @@ def oracle(
             s[1] += e["quantity"]
             s[2] = min(s[2], e["ts"])
             s[3] = max(s[3], e["ts"])
+    # session_history: one row per distinct event with a session (streams without the
+    # column have none)
+    sessions = sorted(
+        (e["session_id"], e["ts"], e["event_type"], e["item_id"], e["event_id"])
+        for e in distinct
+        if e.get("session_id")
+    )
     out: dict[str, Any] = {
+        # events_by_time: the (ts, item, type) of every distinct event
+        "events_by_time": sorted((e["ts"], e["item_id"], e["event_type"]) for e in distinct),
+        "session_history": sessions,
         "basket_pairs": dict(basket_pairs),
         "buyer_pairs": dict(buyer_pairs),
         "trending": dict(trending),
@@ -212,7 +231,16 @@ def observed(client: Client, db: str, optional: bool = False) -> dict[str, Any]:
         "toUnixTimestamp64Milli(min(first_ts)), toUnixTimestamp64Milli(max(last_ts)) "
         "FROM {db}.user_item_stats GROUP BY user_id, item_id, event_type"
     )
+    sessions = rows(
+        "SELECT session_id, toUnixTimestamp64Milli(ts), event_type, item_id, event_id "
+        "FROM {db}.session_history"
+    )
+    by_time = rows(
+        "SELECT toUnixTimestamp64Milli(ts), item_id, event_type FROM {db}.events_by_time"
+    )
     out: dict[str, Any] = {
+        "events_by_time": sorted((int(ts), i, t) for ts, i, t in by_time),
+        "session_history": sorted((s, int(ts), t, i, e) for s, ts, t, i, e in sessions),
         "buyer_pairs": {(a, b): int(n) for a, b, n in buyer_pairs},
         "basket_pairs": {(a, b): int(n) for a, b, n in basket_pairs},
         "trending": {(int(h), i, t): int(n) for h, i, t, n in trending},

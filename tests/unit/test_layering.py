@@ -34,14 +34,25 @@ PACKAGE = Path(__file__).resolve().parents[2] / "app" / "redpoll"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("redpoll", "redpoll.errors", "redpoll.settings", "redpoll.logging_setup")),
     ("clickhouse", ("redpoll.clickhouse",)),
-    ("store", ("redpoll.store", "redpoll.migrations", "redpoll.materialized", "redpoll.datasets")),
+    (
+        "store",
+        (
+            "redpoll.store",
+            "redpoll.migrations",
+            "redpoll.materialized",
+            "redpoll.datasets",
+            "redpoll.cluster",  # keys and DDL; the router is a service (below)
+        ),
+    ),
     (
         "services",
         (
             "redpoll.ingest",
+            "redpoll.cluster.routing",
             "redpoll.kafka",
             "redpoll.endpoints",
             "redpoll.evaluation",
+            "redpoll.embeddings",  # `redpoll train`'s job: reads and writes through a Runner
             "redpoll.tokens",
         ),
     ),

@@ -18,6 +18,7 @@ from redpoll.cli.commands.ingest import ingest
 from redpoll.cli.commands.load import load_command
 from redpoll.cli.commands.migrate import migrate
 from redpoll.cli.commands.token import token
+from redpoll.cli.commands.train import train_command
 from redpoll.clickhouse.errors import DbErrorKind, classify, error_code, public_message
 from redpoll.errors import RedpollError
 from redpoll.store import DatabaseError
@@ -88,6 +89,7 @@ for command in (
     endpoints,
     ingest,
     evaluate_command,
+    train_command,
     token,
 ):
     cli.add_command(command)

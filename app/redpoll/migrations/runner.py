@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import DatabaseError, quote_identifier
+from redpoll.cluster.ddl import layout_for, render_cluster_statements
 from redpoll.errors import MigrationError
 from redpoll.migrations.files import (
     MigrationFile,
+    Statement,
     discover,
     render_statements,
     template_variables,
@@ -196,10 +198,18 @@ class MigrationRunner:
                 applied.append(self._apply(files[version], rec, log))
         return applied
 
+    def render(self, migration: MigrationFile) -> list[Statement]:
+        """The statements to run: on a cluster (`cluster` set) the sharded layout of
+        cluster/ddl.py (docs/adr/0023-cluster-sharding.md), else the file as rendered."""
+        if not self.cluster:
+            return render_statements(migration, template_variables(self.database, self.cluster))
+        layout = layout_for(discover(self.directory), self.database, self.cluster)
+        return render_cluster_statements(migration, layout)
+
     def _apply(
         self, migration: MigrationFile, previous: _Record | None, log: Callable[[str], None]
     ) -> MigrationState:
-        statements = render_statements(migration, template_variables(self.database, self.cluster))
+        statements = self.render(migration)
         already = list(previous.statements_done) if previous and previous.status == "failed" else []
         done: list[str] = []
         started = time.perf_counter()

@@ -1,5 +1,7 @@
 """`redpoll evaluate`: offline evaluation of the recommendation endpoints on a real data
-set replayed through the ingestion path (app/redpoll/evaluation, docs/recommendations.md)."""
+set replayed through the ingestion path (app/redpoll/evaluation, docs/recommendations.md):
+the replay (default) or, with `--task next-basket`, the next-basket protocol of the
+literature against G-TopFreq, P-TopFreq and a TIFUKNN-style baseline."""
 
 from __future__ import annotations
 
@@ -59,6 +61,15 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @click.command("evaluate")
 @project_option
+@click.option(
+    "--task",
+    type=click.Choice(["replay", "next-basket"]),
+    default="replay",
+    show_default=True,
+    help="replay: score for_user and also_bought before every purchase; next-basket: "
+    "predict each customer's last basket (3-50 items, >= 3 baskets) from everything "
+    "before it (Recall/NDCG, repeat and explore parts).",
+)
 @click.option(
     "--dataset",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -125,8 +136,37 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     metavar="NAME=VALUE",
     help="Extra also_bought parameter (repeatable).",
 )
+@click.option(
+    "--ingest",
+    type=click.Choice(["incremental", "once"]),
+    default="incremental",
+    show_default=True,
+    help="next-basket: feed the store up to each test basket (incremental) or load every "
+    "event first and rely on the endpoint's now= (once).",
+)
+@click.option(
+    "--strict-params",
+    is_flag=True,
+    help="next-basket: fail when for_user does not declare a -f parameter (default: "
+    "leave it out with a warning).",
+)
+@click.option(
+    "--baselines-only",
+    is_flag=True,
+    help="next-basket: score the baselines only (no store, no endpoint).",
+)
+@click.option(
+    "-t",
+    "--tifu-param",
+    "tifu",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="next-basket: TIFUKNN setting (repeatable): neighbours, within_decay, "
+    "group_decay, groups, alpha.",
+)
 def evaluate_command(
     project_dir: str | None,
+    task: str,
     dataset: Path,
     fmt: str,
     k: int,
@@ -140,10 +180,37 @@ def evaluate_command(
     all_views: bool,
     fu: tuple[str, ...],
     ab: tuple[str, ...],
+    ingest: str,
+    strict_params: bool,
+    baselines_only: bool,
+    tifu: tuple[str, ...],
 ) -> None:
     """Replay DATASET in time order through the ingestion path into a throwaway embedded
     store and score the project's for_user and also_bought endpoints (asked before each
-    purchase is ingested) against popularity and monthly co-occurrence baselines."""
+    purchase is ingested) against popularity and monthly co-occurrence baselines.
+
+    With --task next-basket: every customer's last basket is predicted by for_user
+    (limit k, exclude_purchased=false, now just before the basket) and by G-TopFreq,
+    P-TopFreq and a TIFUKNN-style baseline from everything before it; writes
+    next_basket.json and next_basket.md (docs/recommendations.md, "Next-basket
+    evaluation")."""
+    if task == "next-basket":
+        _next_basket(
+            project_dir,
+            dataset,
+            k,
+            out,
+            workers,
+            until,
+            max_lines,
+            all_views,
+            _params(fu),
+            ingest,
+            strict_params,
+            baselines_only,
+            _params(tifu),
+        )
+        return
     from redpoll.evaluation.plot import plot_series
     from redpoll.evaluation.replay import EvalConfig, evaluate
 
@@ -182,3 +249,84 @@ def evaluate_command(
         )
     click.echo(f"timings: {result.timings}")
     click.echo(f"wrote {out / 'results.json'}, {out / 'results.md'}, {png}")
+
+
+def _next_basket(
+    project_dir: str | None,
+    dataset: Path,
+    k: int,
+    out: Path,
+    workers: int,
+    until: dt.datetime | None,
+    max_lines: int | None,
+    all_views: bool,
+    for_user_params: dict[str, Any],
+    ingest: str,
+    strict_params: bool,
+    baselines_only: bool,
+    tifu: dict[str, Any],
+) -> None:
+    from redpoll.evaluation.basket_baselines import TifuParams
+    from redpoll.evaluation.next_basket import (
+        NextBasketConfig,
+        UndeclaredParameterError,
+        evaluate_next_basket,
+    )
+
+    settings = load(project_dir)
+    try:
+        tifu_params = TifuParams(
+            neighbours=int(tifu.pop("neighbours", TifuParams.neighbours)),
+            groups=int(tifu.pop("groups", TifuParams.groups)),
+            within_decay=float(tifu.pop("within_decay", TifuParams.within_decay)),
+            group_decay=float(tifu.pop("group_decay", TifuParams.group_decay)),
+            alpha=float(tifu.pop("alpha", TifuParams.alpha)),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tifu-param") from None
+    if tifu:
+        unknown = ", ".join(sorted(tifu))
+        raise click.BadParameter(
+            f"unknown TIFUKNN setting(s): {unknown}", param_hint="--tifu-param"
+        )
+    config = NextBasketConfig(
+        project_dir=settings.project_dir,
+        dataset=dataset,
+        k=k,
+        tifu=tifu_params,
+        endpoint=not baselines_only,
+        for_user_params=for_user_params,
+        strict_params=strict_params,
+        ingest="once" if ingest == "once" else "incremental",
+        workers=workers,
+        max_lines=max_lines,
+        until=until,
+        all_views=all_views,
+        progress=lambda m: click.echo(m, err=True),
+    )
+    try:
+        result = evaluate_next_basket(config)
+    except UndeclaredParameterError as exc:
+        raise click.ClickException(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "next_basket.json").write_text(result.to_json() + "\n")
+    table = result.markdown()
+    (out / "next_basket.md").write_text(table + "\n")
+    click.echo(table)
+    lift = result.lift()
+    if lift:
+        click.echo(
+            "for_user vs the best of P-TopFreq and TIFUKNN: "
+            + "; ".join(
+                f"{metric} {v['ratio']:.2f}x ({v['best_baseline']})"
+                for metric, v in lift.items()
+                if v["ratio"] is not None
+            )
+            + f" (target >= 1.05x); for_user parameters {result.params['for_user']}"
+        )
+        if result.params["for_user_params_ignored"]:
+            ignored = ", ".join(result.params["for_user_params_ignored"])
+            click.echo(f"left out (for_user does not declare them): {ignored}")
+    click.echo(f"counts: {result.counts}")
+    click.echo(f"timings: {result.timings}")
+    click.echo(f"wrote {out / 'next_basket.json'}, {out / 'next_basket.md'}")

@@ -1,0 +1,114 @@
+"""Route each event to its shard so that every view stays exact on that shard alone.
+
+The key (`keys.routing_key`, docs/adr/0023-cluster-sharding.md): `u:<user_id>` when the
+event has a user, else `o:<order_id>` when it has an order, else `e:<event_id>`.
+Everything a view must see together then shares one shard: all copies of an event (same
+ids, so same key); all events of a `buyer_pairs` group (its buyer is the same `u:`/`o:`
+string, materialized_views/buyer_pairs.sql); all events of a `basket_pairs` order,
+provided an order belongs to one user (or to none), the ADR's stated assumption. The
+per-user views (`user_history`, `user_item_stats`) are keyed by user too. The shard and
+the Kafka partition come from the same hash (`keys.py`).
+
+`ShardedWriter` is the HTTP ingest path's router: one `EventWriter` (one batch sequence,
+sql/events.sql's protocol) per shard, each batch split by shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redpoll.cluster.keys import routing_key, shard_of
+from redpoll.ingest.writer import EventWriter, InsertResult
+
+__all__ = ("ShardInsertError", "ShardedInsertResult", "ShardedWriter", "split_by_shard")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def split_by_shard(rows: Mapping[str, Sequence[Any]], shards: int) -> list[dict[str, list[Any]]]:
+    """A columnar batch split into one columnar batch per shard (order kept).
+
+    Empty `event_id`s are filled here (a uuid), before routing: an event without user and
+    order is routed by its id, and the writer of its shard must store the same id.
+    """
+    if not rows:
+        return [{} for _ in range(shards)]
+    n = len(next(iter(rows.values())))
+    ids = [_text(v) or uuid.uuid4().hex for v in rows.get("event_id", [None] * n)]
+    users = rows.get("user_id") or [""] * n
+    orders = rows.get("order_id") or [""] * n
+    columns = {**rows, "event_id": ids}
+    target = [
+        shard_of(routing_key(_text(u), _text(o), e), shards)
+        for u, o, e in zip(users, orders, ids, strict=True)
+    ]
+    out: list[dict[str, list[Any]]] = []
+    for shard in range(shards):
+        keep = [i for i, s in enumerate(target) if s == shard]
+        out.append({name: [values[i] for i in keep] for name, values in columns.items()})
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedInsertResult:
+    """Per shard, the outcome of its part of one batch (None: no event of the batch)."""
+
+    shards: tuple[InsertResult | None, ...]
+
+    @property
+    def rows_sent(self) -> int:
+        return sum(r.rows_sent for r in self.shards if r is not None)
+
+
+class ShardInsertError(Exception):
+    """Some shards did not store their part of a batch: the caller must not acknowledge
+    it, and retries the whole batch (shards that stored theirs drop the copies)."""
+
+    def __init__(self, errors: Mapping[int, BaseException]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"shard {s}: {e}" for s, e in sorted(self.errors.items()))
+        super().__init__(f"{len(self.errors)} shard(s) failed: {detail}")
+
+
+class ShardedWriter:
+    """One `EventWriter` per shard, in the cluster's shard order; `insert` routes.
+
+    Exact because each shard runs the single-node protocol on its own events (its own
+    batch sequence and dedup index) and no view needs events of two shards. A batch is
+    not atomic across shards: on `ShardInsertError` some shards may have stored their
+    part; a retry of the same events (same ids) is deduplicated there.
+    """
+
+    def __init__(self, writers: Sequence[EventWriter]) -> None:
+        if not writers:
+            raise ValueError("a sharded writer needs at least one shard")
+        self.writers = tuple(writers)
+
+    def insert(
+        self,
+        rows: Mapping[str, Sequence[Any]],
+        *,
+        insert_deduplication_token: str | None = None,
+    ) -> ShardedInsertResult:
+        """Insert one columnar batch: each shard's events as one batch of that shard."""
+        parts = split_by_shard(rows, len(self.writers))
+        results: list[InsertResult | None] = []
+        errors: dict[int, BaseException] = {}
+        for shard, (writer, part) in enumerate(zip(self.writers, parts, strict=True)):
+            if not part or not next(iter(part.values())):
+                results.append(None)
+                continue
+            token = f"{insert_deduplication_token}:{shard}" if insert_deduplication_token else None
+            try:
+                results.append(writer.insert(part, insert_deduplication_token=token))
+            except Exception as exc:  # the other shards still get their part
+                errors[shard] = exc
+                results.append(None)
+        if errors:
+            raise ShardInsertError(errors)
+        return ShardedInsertResult(tuple(results))

@@ -1,0 +1,21 @@
+-- statement 1 (line 6)
+-- 0011_events_by_time: every event's time, item and type, ORDER BY ts (exact "up to now"
+-- reads of the current hour for `for_user`'s trend).
+-- Mirrored, with the full commentary and the backfill query, in
+-- materialized_views/events_by_time.sql.
+
+CREATE TABLE IF NOT EXISTS redpoll.events_by_time 
+(
+    ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    item_id String,
+    event_type LowCardinality(String)
+)
+ENGINE = MergeTree
+ORDER BY ts;
+
+-- statement 2 (line 15)
+CREATE MATERIALIZED VIEW IF NOT EXISTS redpoll.events_by_time_mv 
+TO redpoll.events_by_time
+AS SELECT ts, item_id, event_type
+FROM redpoll.events;
+
