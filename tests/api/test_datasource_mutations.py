@@ -136,8 +136,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory, redpoll_clickhouse_url: str) 
 def assert_views_exact(shop: Shop) -> None:
     """Every view equals its recomputation from the stored rows (module docstring)."""
     events = shop.rows(
-        "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, user_id, order_id, item_id,"
-        " event_type, quantity FROM events"
+        "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, user_id, session_id, order_id,"
+        " item_id, event_type, quantity FROM events"
     )
     assert observed(shop.client, shop.client.database) == oracle(events)
     ids = {r[0] for r in shop.sql("SELECT event_id FROM event_ids")}

@@ -43,8 +43,8 @@ def test_erase_user_locally_then_item_through_the_server(tmp_path: Path) -> None
         sql = AdminSQL(server.url, server.token)
         kept = [e for e in events if e["user_id"] != "u2" and e["item_id"] != "i7"]
         stored = sql.rows(
-            "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, user_id, order_id, item_id,"
-            " event_type, quantity FROM events"
+            "SELECT event_id, toUnixTimestamp64Milli(ts) AS ts, user_id, session_id, order_id,"
+            " item_id, event_type, quantity FROM events"
         )
         assert {e["event_id"] for e in stored} == {e["event_id"] for e in kept}
         for row in stored:  # JSON numbers of 64-bit types arrive as strings
