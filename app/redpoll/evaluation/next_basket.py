@@ -51,7 +51,6 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -65,6 +64,7 @@ from redpoll.clickhouse.views import materialized_views, views_not_feeding
 from redpoll.endpoints.compiler import render, validate_select
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.basket_baselines import Basket, GTopFreq, PTopFreq, TifuKnn, TifuParams
+from redpoll.evaluation.metrics import score_list
 from redpoll.ingest.writer import EventWriter
 from redpoll.store import Store
 
@@ -193,13 +193,7 @@ def ndcg_at_k(ranked: Sequence[str], relevant: Collection[str], k: int) -> float
     divided by its maximum (min(|relevant|, k) hits at the top)."""
     if not relevant:
         raise ValueError("NDCG of an empty relevant set")
-    dcg = sum(
-        1.0 / math.log2(rank + 1)
-        for rank, item in enumerate(_top(ranked, k), start=1)
-        if item in relevant
-    )
-    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(relevant), k) + 1))
-    return dcg / ideal
+    return score_list(_top(ranked, k), relevant, k).ndcg
 
 
 @dataclasses.dataclass(frozen=True)
