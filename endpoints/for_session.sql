@@ -75,19 +75,21 @@ WITH
             GROUP BY item_id
         )
     ) AS session,
-{% else %}
-    ([], [], []) AS session,
+    session.3 AS tired_items,
 {% end %}
-{% if defined(items) %}
+{% if defined(items) and defined(session_id) %}
     -- explicit items weigh 1 (an item the session has keeps the session's weight)
     {{ Array(items, 'String', description="Items of the session (instead of or besides session_id)") }} AS listed,
     arrayConcat(session.1, listed) AS own_items,
     arrayConcat(CAST(session.2, 'Array(Float64)'), arrayMap(x -> 1., listed)) AS own_weights,
+{% elif defined(items) %}
+    -- explicit items weigh 1 (no session: nothing shown to leave out)
+    {{ Array(items, 'String', description="Items of the session (instead of or besides session_id)") }} AS own_items,
+    arrayMap(x -> 1., own_items) AS own_weights,
 {% else %}
     session.1 AS own_items,
     CAST(session.2, 'Array(Float64)') AS own_weights,
 {% end %}
-    session.3 AS tired_items,
     -- co-purchase neighbours of the weighted items
     neighbours AS (
 {% if String(variant, 'a', enum=['a', 'b'], description="A/B variant: a (same order) or b (same buyer, same period)") == 'b' %}
@@ -154,7 +156,9 @@ ANY LEFT JOIN items_latest AS i ON i.item_id = c.item_id
 -- (an item missing from the catalog joins default values: item_id '')
 WHERE (i.available OR i.item_id = '')
   AND NOT has(own_items, c.item_id)
+{% if defined(session_id) %}
   AND NOT has(tired_items, c.item_id)
+{% end %}
 {% if defined(exclude) %}
   AND c.item_id NOT IN {{ Array(exclude, 'String', description="Item ids to leave out") }}
 {% end %}

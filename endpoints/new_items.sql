@@ -28,45 +28,13 @@
 -- time, the primary keys are still used)
 -- settings: max_threads=1, query_plan_enable_optimizations=0
 %
+{% set seeded = defined(items) or defined(session_id) %}
 WITH
     ifNull({{ DateTime(now, defined=False, description="Evaluate as of this time (default: now)") }}, now()) AS t_now,
     toDate(t_now) AS t_day,
-    -- per item: events (no impressions) and first day, as of now
-    stats AS (
-        SELECT item_id, sum(events) AS events, min(day) AS first_day
-        FROM
-        (
-            SELECT item_id, events, day
-            FROM trending_daily
-{% if defined(now) %}
-            WHERE day < t_day AND event_type != 'impression'
-            UNION ALL
-            SELECT item_id, toUInt64(1) AS events, t_day AS day
-            FROM events
-            WHERE (event_type, item_id) IN (SELECT event_type, item_id FROM trending_daily
-                                            WHERE day = t_day AND event_type != 'impression')
-              AND toDate(ts) = t_day AND ts <= t_now
-{% else %}
-            WHERE day <= t_day AND event_type != 'impression'
-{% end %}
-        )
-        WHERE item_id != ''
-        GROUP BY item_id
-    ),
-    -- every item of the catalog or the events, with its counts (0 events: never seen)
-    pool AS (
-        SELECT item_id, sum(n) AS events, max(first) AS first_day
-        FROM
-        (
-            SELECT item_id, events AS n, first_day AS first FROM stats
-            UNION ALL
-            SELECT item_id, 0 AS n, toDate(0) AS first FROM items_latest
-        )
-        GROUP BY item_id
-        HAVING events < {{ Int32(max_events, 5, min=1, max=1000000, description="An item with fewer events than this is new") }}
-            OR first_day > t_day - {{ Int32(days, 7, min=1, max=3650, description="An item first seen at most this many days ago is new") }}
-    ),
-{% if defined(items) or defined(session_id) %}
+{% if seeded %}
+    -- (only with a seed: without one every score is 0, and neither the seeds, their
+    -- terms nor the similarity are read or planned)
     -- the seeds
     seeds AS (
         SELECT DISTINCT item_id
@@ -116,18 +84,49 @@ WITH
         )
         ARRAY JOIN items AS item_id
         GROUP BY item_id
-    )
-{% else %}
-    -- (no seed: no similarity)
-    seeds AS (SELECT '' AS item_id),
-    similar AS (SELECT '' AS item_id, 0. AS similarity)
+    ),
 {% end %}
+    -- per item: events (no impressions) and first day, as of now
+    stats AS (
+        SELECT item_id, sum(events) AS events, min(day) AS first_day
+        FROM
+        (
+            SELECT item_id, events, day
+            FROM trending_daily
+{% if defined(now) %}
+            WHERE day < t_day AND event_type != 'impression'
+            UNION ALL
+            SELECT item_id, toUInt64(1) AS events, t_day AS day
+            FROM events
+            WHERE (event_type, item_id) IN (SELECT event_type, item_id FROM trending_daily
+                                            WHERE day = t_day AND event_type != 'impression')
+              AND toDate(ts) = t_day AND ts <= t_now
+{% else %}
+            WHERE day <= t_day AND event_type != 'impression'
+{% end %}
+        )
+        WHERE item_id != ''
+        GROUP BY item_id
+    ),
+    -- every item of the catalog or the events, with its counts (0 events: never seen)
+    pool AS (
+        SELECT item_id, sum(n) AS events, max(first) AS first_day
+        FROM
+        (
+            SELECT item_id, events AS n, first_day AS first FROM stats
+            UNION ALL
+            SELECT item_id, 0 AS n, toDate(0) AS first FROM items_latest
+        )
+        GROUP BY item_id
+        HAVING events < {{ Int32(max_events, 5, min=1, max=1000000, description="An item with fewer events than this is new") }}
+            OR first_day > t_day - {{ Int32(days, 7, min=1, max=3650, description="An item first seen at most this many days ago is new") }}
+    )
 SELECT
     p.item_id AS item_id,
     i.title AS title,
     i.category AS category,
     i.price AS price,
-    round(ifNull(m.similarity, 0), 6) AS score,
+    {% if seeded %}round(ifNull(m.similarity, 0), 6){% else %}0.{% end %} AS score,
     p.events AS events,
     if(p.events = 0, NULL, p.first_day) AS first_seen,
     if(score > 0, 'new_similar', 'new') AS reason,
@@ -135,10 +134,16 @@ SELECT
     concat('new_items:', {{ String(variant, 'a', enum=['a', 'b'], description="A/B variant label recorded in `source` (same query)") }}) AS source
 FROM pool AS p
 ANY LEFT JOIN items_latest AS i ON i.item_id = p.item_id
+{% if seeded %}
 LEFT JOIN similar AS m ON m.item_id = p.item_id
+{% end %}
 -- (an item missing from the catalog joins default values: item_id '')
 WHERE (i.available OR i.item_id = '')
+{% if seeded %}
   AND p.item_id NOT IN (SELECT item_id FROM seeds)
+{% else %}
+  AND p.item_id != ''
+{% end %}
 {% if defined(exclude) %}
   AND p.item_id NOT IN {{ Array(exclude, 'String', description="Item ids to leave out") }}
 {% end %}

@@ -7,10 +7,13 @@
 -- distance to the item's vector, through the table's vector similarity index (HNSW).
 -- score = 1 - cosine distance (cosine similarity); only items with score > min_score.
 --
--- An item without a vector (never in a basket or session with another item at the last
--- training, or no model trained yet) gets an empty answer: `model_freshness` tells
--- whether a model exists and how many events arrived since it was trained. Each row
--- carries the model's version and training time.
+-- An item without a vector (unknown, never in a basket or session with another item at
+-- the last training, or no model trained yet) falls back to popularity, as `also_bought`
+-- fills short lists: the most ordered items (`basket_pairs('', x)` = orders with x, all
+-- time), score = 1e-9 * orders, reason `popular`; fallback=false gives an empty answer
+-- instead. `model_freshness` tells whether a model exists and how many events arrived
+-- since it was trained. Each row carries the model's version and training time (0 and
+-- 1970-01-01 before the first training).
 --
 -- Works from events alone: an item missing from the catalog is kept (no title); the
 -- catalog (`items_latest`) refines it and excludes the items it marks unavailable.
@@ -21,7 +24,9 @@
 -- settings: max_threads=1
 %
 WITH
-    (SELECT max(model_version) FROM item_vector_models) AS version,
+    -- the current model: its version and training time (one read of the models table)
+    (SELECT (max(model_version), argMax(trained_at, model_version)) FROM item_vector_models) AS model,
+    model.1 AS version,
     (
         SELECT any(vector) FROM item_vectors
         WHERE model_version = version
@@ -35,24 +40,38 @@ WITH
           AND notEmpty(ref)
         ORDER BY distance
         LIMIT {{ Int32(limit, 10, min=1, max=100, description="Items to return") * 4 + 20 }}
+    ),
+    candidates AS (
+        SELECT item_id, round(1 - distance, 6) AS score, 'embedding' AS reason, trained_at
+        FROM neighbours
+{% if Boolean(fallback, True, description="Without a vector for the item: the most ordered items (false: an empty list)") %}
+        UNION ALL
+        -- no vector: the most ordered items (read only when the item has no vector)
+        SELECT other_item_id, round(1e-9 * sum(orders), 9), 'popular', model.2
+        FROM basket_pairs
+        WHERE item_id = '' AND empty(ref)
+        GROUP BY other_item_id
+        HAVING sum(orders) > 0
+{% end %}
     )
 SELECT
     n.item_id AS item_id,
     i.title AS title,
     i.category AS category,
     i.price AS price,
-    round(1 - n.distance, 6) AS score,
-    'embedding' AS reason,
+    n.score AS score,
+    n.reason AS reason,
     version AS model_version,
     n.trained_at AS trained_at,
     {% if defined(rec_id) %}{{ String(rec_id, description="Recommendation id to echo (default: the query id)") }}{% else %}queryID(){% end %} AS rec_id,
     'similar_items' AS source
-FROM neighbours AS n
+FROM candidates AS n
 ANY LEFT JOIN items_latest AS i ON i.item_id = n.item_id
 -- a catalog item is kept only if available; one the catalog lacks (no match: item_id '') is kept
 WHERE (i.available OR i.item_id = '')
   AND n.item_id != {{ String(item_id) }}
-  AND round(1 - n.distance, 6) > {{ Float64(min_score, 0, min=-1, max=1, description="Only items more similar than this (cosine similarity)") }}
+  -- (min_score applies to the similarity, not to the popularity fallback)
+  AND (n.score > {{ Float64(min_score, 0, min=-1, max=1, description="Only items more similar than this (cosine similarity)") }} OR n.reason = 'popular')
 {% if defined(exclude) %}
   AND n.item_id NOT IN {{ Array(exclude, 'String', description="Item ids to leave out") }}
 {% end %}

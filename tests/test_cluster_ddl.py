@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -190,3 +191,26 @@ def test_column_changes_reach_the_distributed_twin_only_where_there_is_one() -> 
         "ALTER TABLE redpoll_shard.events ON CLUSTER `redpoll` ADD COLUMN channel String",
         "ALTER TABLE redpoll.events ON CLUSTER `redpoll` ADD COLUMN channel String",
     ]
+
+
+def test_token_table_is_replicated_to_every_node_on_a_cluster() -> None:
+    """Tokens made at run time through one API replica work on every node: on a cluster
+    the token table has the request logs' engine (one replica set of all nodes); on a
+    single node its DDL is what it always was."""
+    from redpoll.tokens.table import TokenTable
+
+    lock = threading.RLock()
+    on_cluster = TokenTable(cast(Any, None), DATABASE, lock, f"ON CLUSTER `{CLUSTER}`")
+    sql = on_cluster.create_sql()
+    assert "ON CLUSTER `redpoll`" in sql
+    assert (
+        "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/redpoll/_redpoll_tokens',"
+        " '{shard}-{replica}', version) ORDER BY name"
+    ) in sql
+    sqlglot.parse_one(sql, dialect="clickhouse")
+    single = TokenTable(cast(Any, None), DATABASE, lock).create_sql()
+    assert single == (
+        "CREATE TABLE IF NOT EXISTS `redpoll`._redpoll_tokens  ( name String,"
+        " token_hash String, scopes Array(String), rps UInt32, created_at DateTime64(3, 'UTC'),"
+        " revoked UInt8, version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY name"
+    )

@@ -281,9 +281,59 @@ def test_similar_items_exact_rows(shop: LocalBackend) -> None:
     assert ids(min_score=0.5) == ["x5", "x2"]
     assert ids(min_score=-1) == ["x5", "x2", "x4", "x6", "x7"]
     assert ids(item_id="x6")[:2] == ["x4", "x2"]
-    assert ids(item_id="nope") == []  # no vector: an empty list
+    assert ids(item_id="nope") == []  # no vector and no order yet: nothing to fall back to
     status, _ = shop.run_endpoint("similar_items", {"item_id": "x1", "limit": 0})
     assert status == 400
+
+
+def test_similar_items_without_a_vector_falls_back_to_popularity(shop: LocalBackend) -> None:
+    """Issue 20: "with no signal at all, fall back to popularity", never an empty list:
+    an item the current model has no vector for gets the most ordered items."""
+    catalog = [
+        {"item_id": "x1", "title": "ONE", "category": "c", "price": 1.0},
+        {"item_id": "x2", "title": "TWO", "category": "c", "price": 2.0},
+        {"item_id": "x3", "title": "THREE", "category": "d", "price": 3.0, "available": False},
+        {"item_id": "x4", "title": "FOUR", "category": "d", "price": 4.0},
+    ]
+    shop.ingest("items", _ndjson(catalog))
+    # orders with x2: 3, x4: 2 (one of them alone), x3: 2 (unavailable), z9 (no catalog row): 1
+    orders = [["x2", "x4"], ["x2", "x3"], ["x2", "x3", "z9"], ["x4"]]
+    shop.ingest("events", _ndjson(_events(orders)))
+    _model(shop.store, 5, {"x1": [1, 0], "x2": [1, 1]})
+
+    status, data = shop.run_endpoint("similar_items", {"item_id": "x4", "rec_id": "t"})
+    assert status == 200
+    base = {"model_version": "5", "trained_at": "2026-01-02 03:04:05.000", "rec_id": "t"}
+    assert data == [
+        {
+            "item_id": "x2",
+            "title": "TWO",
+            "category": "c",
+            "price": 2,
+            "score": 3e-9,
+            "reason": "popular",
+            **base,
+            "source": "similar_items",
+        },
+        {
+            "item_id": "z9",
+            "title": "",
+            "category": "",
+            "price": 0,
+            "score": 1e-9,
+            "reason": "popular",
+            **base,
+            "source": "similar_items",
+        },
+    ]
+    # an unknown item: the same fill, x4 included; the business rules still apply
+    status, rows = shop.run_endpoint("similar_items", {"item_id": "nope", "category": "d"})
+    assert [(r["item_id"], r["score"]) for r in rows] == [("x4", 2e-9)]
+    status, rows = shop.run_endpoint("similar_items", {"item_id": "nope", "fallback": "false"})
+    assert (status, rows) == (200, [])
+    # an item with a vector keeps the embedding answer (x2 for x1), no popular fill
+    status, rows = shop.run_endpoint("similar_items", {"item_id": "x1"})
+    assert [(r["item_id"], r["reason"]) for r in rows] == [("x2", "embedding")]
 
 
 def test_freshness_counts_events_since_training(shop: LocalBackend) -> None:
@@ -436,8 +486,9 @@ def test_evaluation_scores_each_method_on_the_same_cases(tmp_path: Path) -> None
     assert result.cut == "2011-01-02 00:00:00Z" and result.counts == {"cases": 3}
     assert result.model["items"] == 8 and result.model["contexts"] == 24
     similar = result.get("similar_items")
-    # the mug and lamp invoices: the rest of the basket is in the family's top 3
-    assert (similar["n"], similar["answered"]) == (3, pytest.approx(2 / 3))
+    # the mug and lamp invoices: the rest of the basket is in the family's top 3; the new
+    # item (no vector) gets the popularity fallback, the fillers: answered, no hit
+    assert (similar["n"], similar["answered"]) == (3, 1.0)
     assert (similar["hit"], similar["recall"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
     also = result.get("also_bought")
     # the new item gets the most ordered items (fallback): the fillers only

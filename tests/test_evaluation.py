@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from pathlib import Path
@@ -23,18 +22,8 @@ from redpoll.cli.main import cli
 from redpoll.evaluation.metrics import score_list
 from redpoll.evaluation.replay import EvalConfig, evaluate
 from redpoll.testing import copy_project
+from tests.support.online_retail import write_csv
 from tests.support.paths import REPO_ROOT
-
-HEADER = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-]
 
 
 def test_metrics_by_hand() -> None:
@@ -53,14 +42,6 @@ def project(tmp_path: Path) -> Path:
     return tmp_path / "project"
 
 
-def _write_csv(path: Path, rows: list[list[object]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(rows)
-    return path
-
-
 def test_replay_never_sees_the_future(project: Path, tmp_path: Path) -> None:
     rows: list[list[object]] = []
     # day 1: filler purchases so that popularity and trending have something to offer
@@ -76,7 +57,7 @@ def test_replay_never_sees_the_future(project: Path, tmp_path: Path) -> None:
             rows.append(
                 [str(200000 + inv), f"Z{inv:02d}{j}", f"NEW {inv} {j}", 1, ts, 1.0, user, "UK"]
             )
-    dataset = _write_csv(tmp_path / "shop.csv", rows)
+    dataset = write_csv(tmp_path / "shop.csv", rows)
     # the replay's catalog holds every item from the start (the data set has no creation
     # times), so also_bought's new-item slots would offer tomorrow's items: off here
     config = EvalConfig(
@@ -106,7 +87,7 @@ def test_replay_learns_from_the_past(project: Path, tmp_path: Path) -> None:
         user = str(20000 + inv)
         rows.append([str(300000 + inv), "P1", "PAIR ONE", 1, ts, 1.0, user, "UK"])
         rows.append([str(300000 + inv), "P2", "PAIR TWO", 1, ts, 1.0, user, "UK"])
-    dataset = _write_csv(tmp_path / "pairs.csv", rows)
+    dataset = write_csv(tmp_path / "pairs.csv", rows)
     config = EvalConfig(
         dataset=dataset,
         project_dir=project,
@@ -177,7 +158,7 @@ def test_views_no_endpoint_reads_are_left_out_with_the_same_answers(
                     "UK",
                 ]
             )
-    dataset = _write_csv(tmp_path / "shop.csv", rows)
+    dataset = write_csv(tmp_path / "shop.csv", rows)
 
     def run(all_views: bool) -> dict:
         config = EvalConfig(
@@ -205,16 +186,16 @@ def test_sampled_runs_judge_new_items_against_every_earlier_purchase(
 ) -> None:
     # A user buys A in an invoice that is not scored, then A again in one that is: the
     # repeat purchase has no item new to the user, whether or not the first was sampled.
-    from redpoll.evaluation.replay import _stable_hash
+    from redpoll.evaluation.timeline import stable_hash
 
     ids = [str(n) for n in range(500000, 500100)]
-    skipped = next(i for i in ids if _stable_hash(i) % 2 != 0)
-    scored = next(i for i in ids if _stable_hash(i) % 2 == 0)
+    skipped = next(i for i in ids if stable_hash(i) % 2 != 0)
+    scored = next(i for i in ids if stable_hash(i) % 2 == 0)
     rows: list[list[object]] = [
         [skipped, "A", "THING A", 1, "2011-01-01 09:00:00", 1.0, "77", "UK"],
         [scored, "A", "THING A", 1, "2011-01-01 12:00:00", 1.0, "77", "UK"],
     ]
-    dataset = _write_csv(tmp_path / "repeat.csv", rows)
+    dataset = write_csv(tmp_path / "repeat.csv", rows)
     result = evaluate(
         EvalConfig(dataset=dataset, project_dir=project, k=5, sample_every=2, work_dir=tmp_path)
     )

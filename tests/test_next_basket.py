@@ -5,7 +5,6 @@ own: tests/unit/test_next_basket_metrics.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 from redpoll.cli.main import cli
 from redpoll.evaluation.next_basket import NextBasketConfig, run_next_basket
 from redpoll.testing import copy_project
+from tests.support.online_retail import write_csv
 from tests.support.paths import REPO_ROOT
 
 _T0 = 1_293_840_000_000  # 2011-01-01 00:00 UTC, ms
@@ -104,29 +104,17 @@ def test_for_user_is_asked_before_each_test_basket_is_in_the_store(
     assert lift is not None and set(lift) == {"recall", "ndcg"}
 
 
-HEADER = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-]
+def _when(minute: int) -> str:
+    return f"2011-01-{1 + minute // 1440:02d} {minute % 1440 // 60:02d}:{minute % 60:02d}:00"
 
 
 def test_evaluate_next_basket_command(project: Path, tmp_path: Path) -> None:
-    dataset = tmp_path / "shop.csv"
-    with open(dataset, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for user, order, minute, items in _shop():
-            when = (
-                f"2011-01-{1 + minute // 1440:02d} {minute % 1440 // 60:02d}:{minute % 60:02d}:00"
-            )
-            for item in items:
-                writer.writerow([order, item, f"ITEM {item}", 1, when, 1.0, user, "UK"])
+    rows = [
+        [order, item, f"ITEM {item}", 1, _when(minute), 1.0, user, "UK"]
+        for user, order, minute, items in _shop()
+        for item in items
+    ]
+    dataset = write_csv(tmp_path / "shop.csv", rows)
     out = tmp_path / "out"
     base = [
         "evaluate",

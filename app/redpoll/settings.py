@@ -50,6 +50,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("database", str, "", "Database for all objects. Empty: from the URL, else `default`."),
     Setting("cluster", str, "", "Cluster name for `ON CLUSTER` in migrations ({{ on_cluster }})."),
+    Setting(
+        "cluster_shard_urls",
+        str,
+        "",
+        "Cluster mode's event writers (docs/cluster.md): comma-separated ClickHouse URLs, "
+        "one writer replica per shard in `remote_servers` order; each writes "
+        "`<database>_shard` unless the URL names a database (`?database=x`; for "
+        "`chdb:///path?database=x`, the store's own path). Set it on exactly one process. "
+        "Empty: a single node.",
+    ),
     Setting("host", str, "127.0.0.1", "Address `redpoll serve` binds to."),
     Setting("port", int, 8000, "Port `redpoll serve` listens on."),
     Setting("dev", bool, False, "Development mode: reload endpoint files when they change."),
@@ -332,6 +342,7 @@ class Settings:
     clickhouse_url: str
     database: str
     cluster: str
+    cluster_shard_urls: str
     host: str
     port: int
     dev: bool

@@ -130,7 +130,11 @@ class Store:
         """
         base = load_settings({"project_dir": project_dir}, environ={})
         settings = dataclasses.replace(
-            base, clickhouse_url=f"chdb://{data_dir.as_posix()}", database=database, cluster=""
+            base,
+            clickhouse_url=f"chdb://{data_dir.as_posix()}",
+            database=database,
+            cluster="",
+            cluster_shard_urls="",
         )
         target = parse_url(settings.clickhouse_url, database)
         return cls._open(settings, target, data_dir.parent, role, 0)

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from redpoll.clickhouse.client import parse_url
 from redpoll.cluster.keys import partitions_of_shard
+from redpoll.cluster.shards import shard_targets
 from tests.support.compose import (
     OPTIONAL_EMPTY_REF,
     REQUIRED_REF,
@@ -160,7 +162,36 @@ def test_api_replicas_and_balancer() -> None:
     assert "@ch-s2r1:8123/redpoll" in second["environment"]["REDPOLL_CLICKHOUSE_URL"]
     assert "command" not in first and second["command"] == ["redpoll", "serve"]
     nginx = (ROOT / "deploy/cluster/nginx.conf").read_text()
-    assert re.findall(r"server (redpoll-api-\d):8000", nginx) == ["redpoll-api-1", "redpoll-api-2"]
+    upstreams = dict(re.findall(r"upstream (\w+) \{([^}]*)\}", nginx))
+    members = {
+        name: re.findall(r"server (redpoll-api-\d):8000", body) for name, body in upstreams.items()
+    }
+    assert members == {
+        "redpoll_api": ["redpoll-api-1", "redpoll-api-2"],
+        "redpoll_ingest": ["redpoll-api-1"],
+    }
+    events_route = re.search(r"location = /v0/events \{([^}]*)\}", nginx)
+    assert events_route and "proxy_pass http://redpoll_ingest;" in events_route.group(1)
+
+
+def test_one_ingesting_replica_writes_each_shard_in_cluster_order() -> None:
+    """The first API replica is the writer process: one writer per shard, on the first
+    replica of shard 1 then shard 2 (remote_servers order, app/redpoll/cluster/shards.py),
+    and the Kafka consumers; the second has neither (it refuses events)."""
+    all_services = services()
+    first, second = all_services["redpoll-api-1"], all_services["redpoll-api-2"]
+    targets = shard_targets(
+        first["environment"]["REDPOLL_CLUSTER_SHARD_URLS"],
+        "redpoll",
+        parse_url(first["environment"]["REDPOLL_CLICKHOUSE_URL"], "redpoll"),
+    )
+    assert [(t.host, t.database) for t in targets] == [
+        ("ch-s1r1", "redpoll_shard"),
+        ("ch-s2r1", "redpoll_shard"),
+    ]
+    assert first["environment"]["REDPOLL_KAFKA_BROKERS"] == "redpanda:9092"
+    assert "REDPOLL_CLUSTER_SHARD_URLS" not in second["environment"]
+    assert "REDPOLL_KAFKA_BROKERS" not in second["environment"]
 
 
 def test_topic_partitions_split_evenly_over_the_shards() -> None:

@@ -44,6 +44,7 @@ __all__ = (
     "fanout_tables",
     "layout_for",
     "render_cluster_statements",
+    "replicated_on_every_node",
     "shard_database",
     "sharded_objects",
 )
@@ -188,6 +189,15 @@ def _replicated(
         )
     args = ", ".join(a for a in (path, replica, (match["args"] or "").strip()) if a)
     return f"{sql[: match.start()]}ENGINE = Replicated{match['engine']}({args}){sql[match.end() :]}"
+
+
+def replicated_on_every_node(sql: str, database: str, table: str) -> str:
+    """A `CREATE TABLE` of the MergeTree family made in code, not in a migration (the
+    token table, tokens/table.py), with the engine of the request logs: one replica set
+    of every node (`/clickhouse/tables/all/<database>/<table>`), so a row written on one
+    node is read on all."""
+    layout = ClusterLayout(database, "", frozenset())
+    return _replicated(sql, layout, table, table, everywhere=True)
 
 
 def _has_merge_tree(sql: str) -> bool:

@@ -9,21 +9,35 @@ provided an order belongs to one user (or to none), the ADR's stated assumption.
 per-user views (`user_history`, `user_item_stats`) are keyed by user too. The shard and
 the Kafka partition come from the same hash (`keys.py`).
 
-`ShardedWriter` is the HTTP ingest path's router: one `EventWriter` (one batch sequence,
-sql/events.sql's protocol) per shard, each batch split by shard.
+`ShardedWriter` is the ingest path's router in cluster mode (the committer of
+ingest/service.py builds it from the setting `cluster_shard_urls`): one `EventWriter`
+(one batch sequence, sql/events.sql's protocol) per shard, each batch split by shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redpoll.cluster.keys import routing_key, shard_of
+from redpoll.errors import RedpollError
 from redpoll.ingest.writer import EventWriter, InsertResult
 
-__all__ = ("ShardInsertError", "ShardedInsertResult", "ShardedWriter", "split_by_shard")
+__all__ = (
+    "ShardInsertError",
+    "ShardedInsertResult",
+    "ShardedWriter",
+    "rows_of_shards",
+    "split_by_shard",
+)
+
+
+log = logging.getLogger("redpoll.cluster")
 
 
 def _text(value: Any) -> str:
@@ -54,25 +68,51 @@ def split_by_shard(rows: Mapping[str, Sequence[Any]], shards: int) -> list[dict[
     return out
 
 
+def rows_of_shards(
+    rows: Mapping[str, Sequence[Any]], shards: int, which: set[int]
+) -> dict[str, list[Any]]:
+    """The rows of a columnar batch that `split_by_shard` sends to the shards `which`
+    (in shard order): what a batch that failed on those shards still owes them."""
+    parts = [p for s, p in enumerate(split_by_shard(rows, shards)) if s in which]
+    return {name: [v for p in parts for v in p.get(name, [])] for name in rows}
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardedInsertResult:
     """Per shard, the outcome of its part of one batch (None: no event of the batch)."""
 
     shards: tuple[InsertResult | None, ...]
+    #: wall time of the whole batch (the shards are written one after the other)
+    seconds: float = 0.0
 
     @property
     def rows_sent(self) -> int:
         return sum(r.rows_sent for r in self.shards if r is not None)
 
+    @property
+    def convert_seconds(self) -> float:
+        return sum(r.convert_seconds for r in self.shards if r is not None)
 
-class ShardInsertError(Exception):
+
+class ShardInsertError(RedpollError):
     """Some shards did not store their part of a batch: the caller must not acknowledge
-    it, and retries the whole batch (shards that stored theirs drop the copies)."""
+    it, and retries the whole batch (shards that stored theirs drop the copies). An HTTP
+    client gets a 503 with `Retry-After`; the shards' own errors are logged, not sent.
 
-    def __init__(self, errors: Mapping[int, BaseException]) -> None:
+    `shards`: the shard count, so `rows_of_shards(rows, shards, set(errors))` gives the
+    rows that are not stored."""
+
+    status = 503
+    retry_after = 1
+
+    def __init__(self, errors: Mapping[int, BaseException], shards: int = 0) -> None:
         self.errors = dict(errors)
-        detail = "; ".join(f"shard {s}: {e}" for s, e in sorted(self.errors.items()))
-        super().__init__(f"{len(self.errors)} shard(s) failed: {detail}")
+        self.shards = shards
+        failed = ", ".join(str(s) for s in sorted(self.errors))
+        super().__init__(
+            f"{len(self.errors)} shard(s) ({failed}) did not store their part of the batch:"
+            " nothing is acknowledged, retry (shards that stored theirs drop the copies)"
+        )
 
 
 class ShardedWriter:
@@ -88,6 +128,30 @@ class ShardedWriter:
         if not writers:
             raise ValueError("a sharded writer needs at least one shard")
         self.writers = tuple(writers)
+        self._lock = threading.Lock()
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held during every `insert` (each shard's writer also holds its own)."""
+        return self._lock
+
+    @property
+    def last_batch(self) -> tuple[int, ...]:
+        """Each shard's last batch number (its own sequence)."""
+        return tuple(w.last_batch for w in self.writers)
+
+    def rebuild_views(self, views: Sequence[str]) -> list[str]:
+        """`EventWriter.rebuild_views` on every shard in turn: each shard's views are
+        exact on their own (no view needs two shards), so a rebuild is per shard, under
+        that shard's writer lock. A failure leaves the shards before it rebuilt; run it
+        again."""
+        done: list[str] = []
+        for writer in self.writers:
+            done = writer.rebuild_views(views)
+        return done
+
+    def rebuild_view(self, view: str) -> None:
+        self.rebuild_views([view])
 
     def insert(
         self,
@@ -95,20 +159,30 @@ class ShardedWriter:
         *,
         insert_deduplication_token: str | None = None,
     ) -> ShardedInsertResult:
-        """Insert one columnar batch: each shard's events as one batch of that shard."""
+        """Insert one columnar batch: each shard's events as one batch of that shard.
+
+        Raises:
+            ShardInsertError: some shards failed (each rolled its batch back,
+                writer.py); the others stored their part.
+        """
+        started = time.perf_counter()
         parts = split_by_shard(rows, len(self.writers))
         results: list[InsertResult | None] = []
         errors: dict[int, BaseException] = {}
-        for shard, (writer, part) in enumerate(zip(self.writers, parts, strict=True)):
-            if not part or not next(iter(part.values())):
-                results.append(None)
-                continue
-            token = f"{insert_deduplication_token}:{shard}" if insert_deduplication_token else None
-            try:
-                results.append(writer.insert(part, insert_deduplication_token=token))
-            except Exception as exc:  # the other shards still get their part
-                errors[shard] = exc
-                results.append(None)
+        with self._lock:
+            for shard, (writer, part) in enumerate(zip(self.writers, parts, strict=True)):
+                if not part or not next(iter(part.values())):
+                    results.append(None)
+                    continue
+                token = (
+                    f"{insert_deduplication_token}:{shard}" if insert_deduplication_token else None
+                )
+                try:
+                    results.append(writer.insert(part, insert_deduplication_token=token))
+                except Exception as exc:  # the other shards still get their part
+                    log.warning("shard %d did not store its part of a batch: %s", shard, exc)
+                    errors[shard] = exc
+                    results.append(None)
         if errors:
-            raise ShardInsertError(errors)
-        return ShardedInsertResult(tuple(results))
+            raise ShardInsertError(errors, len(self.writers))
+        return ShardedInsertResult(tuple(results), time.perf_counter() - started)

@@ -35,7 +35,7 @@ users of one cut are asked, every event strictly before the cut is ingested thro
 the user is about to buy whatever the endpoint does with `now`. `for_user` is called
 with `now` = cut - 1 s, `limit` = K, `exclude_purchased=false` (repeat items allowed)
 and the run's extra parameters, in-process through the replay's caller
-(`replay._EndpointCaller`, the code `GET /v0/pipes/for_user.json` runs). With
+(`replay.EndpointCaller`, the code `GET /v0/pipes/for_user.json` runs). With
 `ingest="once"` every event is loaded first and only `now` keeps the future out: the
 difference between the two modes measures how much of the future the endpoint's `now`
 lets through.
@@ -60,12 +60,11 @@ from pathlib import Path
 from typing import Any, Literal
 from typing import Protocol as TypingProtocol
 
-from redpoll.clickhouse.views import materialized_views, views_not_feeding
-from redpoll.endpoints.compiler import render, validate_select
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.basket_baselines import Basket, GTopFreq, PTopFreq, TifuKnn, TifuParams
 from redpoll.evaluation.metrics import score_list
-from redpoll.ingest.writer import EventWriter
+from redpoll.evaluation.scratch import drop_unread_views, event_writer, insert_events, tables_read
+from redpoll.evaluation.timeline import iso, ms
 from redpoll.store import Store
 
 __all__ = (
@@ -87,7 +86,6 @@ __all__ = (
 
 ENDPOINT = "for_user"
 BASELINES = ("G-TopFreq", "P-TopFreq", "TIFUKNN")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 Event = dict[str, Any]
 
@@ -385,7 +383,7 @@ def run_next_basket(
     say = config.progress or (lambda _m: None)
     started = time.perf_counter()
     if config.until is not None:
-        stop = _ms(config.until)
+        stop = ms(config.until)
         events = [e for e in events if e["ts"] < stop]
     events = sorted(events, key=lambda e: e["ts"])
     baskets = baskets_of(events)
@@ -474,14 +472,6 @@ def _counts(baskets: Sequence[Basket], cases: Sequence[Case]) -> dict[str, Any]:
     }
 
 
-def _ms(when: dt.datetime) -> int:
-    return int((when.replace(tzinfo=dt.UTC) - _EPOCH).total_seconds() * 1000)
-
-
-def _iso(ts_ms: int) -> str:
-    return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 class _ForUserBench:
     """The scratch store, fed in time order, and `for_user` asked through the replay's
     in-process caller."""
@@ -495,12 +485,12 @@ class _ForUserBench:
         say: Callable[[str], None],
         spent: dict[str, float],
     ) -> None:
-        # the replay's store setup, endpoint loading, caller and ingest: one code path
+        # the replay's store setup, endpoint loading and caller (ingest: scratch.py): one path
         from redpoll.evaluation.replay import (
+            EndpointCaller,
             EvalConfig,
-            _EndpointCaller,
-            _load_endpoints,
-            _setup_store,
+            load_endpoints,
+            setup_store,
         )
 
         self.config = config
@@ -511,9 +501,9 @@ class _ForUserBench:
         self.calls = 0
         self.short_answers = 0
         replay_config = EvalConfig(dataset=config.dataset or Path(), project_dir=config.project_dir)
-        self.store: Store = _setup_store(replay_config, work, [dict(i) for i in items])
+        self.store: Store = setup_store(replay_config, work, [dict(i) for i in items])
         try:
-            registry = _load_endpoints(replay_config, self.store)
+            registry = load_endpoints(replay_config, self.store)
             endpoint = registry.snapshot.get(ENDPOINT)
             declared = {p.name for p in endpoint.params}
             self.ignored = sorted(set(config.for_user_params) - declared)
@@ -533,10 +523,8 @@ class _ForUserBench:
                     f"views {ENDPOINT} does not read, left out: "
                     + (", ".join(self.views_left_out) or "none")
                 )
-            self.writer = EventWriter(
-                self.store.admin, self.store.target.database, views=config.project_dir
-            )
-            self.caller = _EndpointCaller(
+            self.writer = event_writer(self.store, config.project_dir)
+            self.caller = EndpointCaller(
                 lambda: self.store.new_client(readonly=True), registry, config.workers
             )
         except BaseException:
@@ -550,7 +538,7 @@ class _ForUserBench:
             **self.extra,
             "user_id": user_id,
             "limit": self.config.k,
-            "now": _iso(cut - 1000),
+            "now": iso(cut - 1000),
             "exclude_purchased": "false",
         }
 
@@ -558,28 +546,17 @@ class _ForUserBench:
         """Drop the views whose output `for_user` (rendered with this run's parameters)
         never reads, and the tables only they write: same answers, faster ingest (the
         replay does the same for its two endpoints)."""
-        admin, database = self.store.admin, self.store.target.database
-        rendered = render(
-            registry.snapshot.get(ENDPOINT), self._call_params("u", _ms(dt.datetime(2011, 1, 1)))
-        )
-        tables = validate_select(rendered.sql, registry.catalog(), set(rendered.parameters))
-        unread, orphans = views_not_feeding(materialized_views(admin, database), tables)
-        for view in unread:
-            admin.command(f"DROP VIEW {database}.`{view}`")
-        for table in orphans:
-            admin.command(f"DROP TABLE {database}.`{table}`")
+        params = self._call_params("u", ms(dt.datetime(2011, 1, 1)))
+        unread, orphans = drop_unread_views(self.store, tables_read(registry, [(ENDPOINT, params)]))
         self.views_left_out, self.tables_left_out = list(unread), list(orphans)
 
     def _feed_until(self, cut: int | None) -> None:
         """Ingest the events before `cut` (None: all) not ingested yet."""
-        from redpoll.evaluation.replay import _ingest
-
         t0 = time.perf_counter()
         stop = self.fed
         while stop < len(self.events) and (cut is None or self.events[stop]["ts"] < cut):
             stop += 1
-        for start in range(self.fed, stop, 50_000):
-            _ingest(self.writer, self.events[start : min(stop, start + 50_000)])
+        insert_events(self.writer, self.events[self.fed : stop], chunk=50_000)
         self.fed = stop
         self.spent["ingest_s"] += time.perf_counter() - t0
 

@@ -35,7 +35,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import shutil
@@ -47,22 +46,34 @@ from pathlib import Path
 from typing import Any
 
 from redpoll.clickhouse.client import Client
-from redpoll.clickhouse.views import materialized_views, views_not_feeding
-from redpoll.endpoints.compiler import render, validate_select
 from redpoll.endpoints.executor import RequestOptions, execute, prepare
 from redpoll.endpoints.loader import catalog_from_client
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.baselines import Baselines
 from redpoll.evaluation.metrics import Accumulator, score_list
+from redpoll.evaluation.scratch import (
+    drop_unread_views,
+    event_writer,
+    insert_events,
+    insert_items,
+    tables_read,
+)
+from redpoll.evaluation.timeline import iso, month, ms, stable_hash
 from redpoll.ingest.writer import EventWriter
 from redpoll.store import Store
 
-__all__ = ("EvalConfig", "EvalResult", "evaluate")
+__all__ = (
+    "EndpointCaller",
+    "EvalConfig",
+    "EvalResult",
+    "evaluate",
+    "load_endpoints",
+    "setup_store",
+)
 
 log = logging.getLogger("redpoll.evaluation")
 
 BASELINES = ("popularity_all", "popularity_30d", "cooc_monthly")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 Event = dict[str, Any]
 
@@ -144,22 +155,6 @@ class _UserAnswer:
 _Answer = _ItemAnswer | _UserAnswer
 
 
-def _iso(ts_ms: int) -> str:
-    return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _ms(when: dt.datetime) -> int:
-    return int((when.replace(tzinfo=dt.UTC) - _EPOCH).total_seconds() * 1000)
-
-
-def _stable_hash(text: str) -> int:
-    return int(hashlib.md5(text.encode()).hexdigest()[:8], 16)
-
-
-def _month(ts_ms: int) -> str:
-    return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m")
-
-
 # -- the replay, stage by stage ---------------------------------------------------------
 
 
@@ -217,7 +212,7 @@ def _read(
     started = time.perf_counter()
     events = read_events(config.dataset, limit=config.max_lines)
     if config.until is not None:
-        stop = _ms(config.until)
+        stop = ms(config.until)
         events = [e for e in events if e["ts"] < stop]
     items = read_items(config.dataset, limit=config.max_lines)
     say(f"read {len(events)} events, {len(items)} items ({time.perf_counter() - started:.1f} s)")
@@ -229,12 +224,12 @@ def _split(events: list[Event], config: EvalConfig) -> list[_Window]:
     test invoices. The window is the unit of "not seeing the future": its invoices are
     asked against the store as it was at the window's start."""
     width_ms = int(config.window_hours * 3_600_000)
-    start_ms = _ms(config.start) if config.start else 0
+    start_ms = ms(config.start) if config.start else 0
     windows: list[_Window] = []
     for events_in in _merge_warmup(list(_windows(events, width_ms)), start_ms):
         w_start = events_in[0]["ts"] // width_ms * width_ms
         cases = _test_cases(events_in, w_start >= start_ms, config.sample_every)
-        windows.append(_Window(w_start, _month(w_start), events_in, cases))
+        windows.append(_Window(w_start, month(w_start), events_in, cases))
     return windows
 
 
@@ -279,7 +274,7 @@ def _test_cases(window: list[Event], scored: bool, sample_every: int) -> list[_I
         return []
     invoices = _invoices(window)
     if sample_every > 1:
-        invoices = [i for i in invoices if _stable_hash(i.order_id) % sample_every == 0]
+        invoices = [i for i in invoices if stable_hash(i.order_id) % sample_every == 0]
     return invoices
 
 
@@ -301,7 +296,7 @@ class _Querier:
     holds only the windows before it (called before `_feed`), so an answer can never
     contain the purchase it is scored against. Calls run on the caller's thread pool."""
 
-    def __init__(self, caller: _EndpointCaller, config: EvalConfig) -> None:
+    def __init__(self, caller: EndpointCaller, config: EvalConfig) -> None:
         self.caller = caller
         self.k = config.k
         self.for_user_params = dict(config.for_user_params)
@@ -312,7 +307,7 @@ class _Querier:
         `known_of(user)`: the user's purchases the store holds."""
         jobs: list[tuple[_Invoice, set[str] | None, concurrent.futures.Future[list[str]]]] = []
         for inv in cases:
-            now = _iso(inv.ts)
+            now = iso(inv.ts)
             if inv.user_id:
                 known = known_of(inv.user_id)
                 limit = self._user_limit(known)
@@ -351,7 +346,7 @@ class _Querier:
         second_call = len(fresh) < self.k and len(ranked) >= self._user_limit(known)
         if second_call:
             params = _for_user_params(
-                self.for_user_params, inv.user_id, self.k, _iso(inv.ts), exclude=True
+                self.for_user_params, inv.user_id, self.k, iso(inv.ts), exclude=True
             )
             fresh = self.caller.call("for_user", params)
         return _UserAnswer(inv, ranked, known, fresh, second_call)
@@ -420,7 +415,7 @@ def _feed(writer: EventWriter, base: Baselines, window: _Window) -> None:
     """Stage *feed*: ingest the whole window through the production writer (every
     materialized view updated as in production), then let the baselines learn the same
     purchases. Runs after the window's queries and scores, never before."""
-    _ingest(writer, window.events)
+    insert_events(writer, window.events)
     purchases = [
         (e["user_id"], e["order_id"], e["item_id"])
         for e in window.events
@@ -479,7 +474,7 @@ class _Bench:
 
     store: Store
     writer: EventWriter
-    caller: _EndpointCaller
+    caller: EndpointCaller
     views_left_out: list[str]
     tables_left_out: list[str]
 
@@ -491,21 +486,19 @@ class _Bench:
 def _open_bench(
     config: EvalConfig, work: Path, items: list[dict[str, Any]], say: Callable[[str], None]
 ) -> _Bench:
-    store = _setup_store(config, work, items)
-    registry = _load_endpoints(config, store)
+    store = setup_store(config, work, items)
+    registry = load_endpoints(config, store)
     views_left_out: list[str] = []
     tables_left_out: list[str] = []
     if not config.all_views:
-        views_left_out, tables_left_out = _drop_unread_views(
-            store.admin, store.target.database, registry, config
-        )
+        views_left_out, tables_left_out = _drop_unread_views(store, registry, config)
         say(f"views no evaluated query reads, left out: {', '.join(views_left_out) or 'none'}")
-    writer = EventWriter(store.admin, store.target.database, views=config.project_dir)
-    caller = _EndpointCaller(lambda: store.new_client(readonly=True), registry, config.workers)
+    writer = event_writer(store, config.project_dir)
+    caller = EndpointCaller(lambda: store.new_client(readonly=True), registry, config.workers)
     return _Bench(store, writer, caller, views_left_out, tables_left_out)
 
 
-def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> Store:
+def setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> Store:
     store = Store.open_scratch(
         config.project_dir, work / "data", "redpoll_eval", "redpoll evaluate"
     )
@@ -513,24 +506,11 @@ def _setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) ->
     admin, target = store.admin, store.target
     # the data set is years old: keep its history (see the module docstring)
     admin.command(f"ALTER TABLE {target.database}.trending REMOVE TTL")
-    columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
-    rows = [
-        [
-            i["item_id"],
-            i["title"],
-            i["category"],
-            i["brand"],
-            i["price"],
-            i["available"],
-            _EPOCH + dt.timedelta(milliseconds=i["updated_at"]),
-        ]
-        for i in items
-    ]
-    admin.insert(f"{target.database}.items", rows, column_names=columns)
+    insert_items(store, items)
     return store
 
 
-def _load_endpoints(config: EvalConfig, store: Store) -> Registry:
+def load_endpoints(config: EvalConfig, store: Store) -> Registry:
     """The project's endpoints against the scratch store; both evaluated ones must load."""
     admin, database = store.admin, store.target.database
     registry = Registry(
@@ -544,7 +524,7 @@ def _load_endpoints(config: EvalConfig, store: Store) -> Registry:
     return registry
 
 
-class _EndpointCaller:
+class EndpointCaller:
     """Runs endpoints in-process exactly as `GET /v0/pipes/<name>.json` does."""
 
     def __init__(self, new_client: Callable[[], Client], registry: Registry, workers: int) -> None:
@@ -590,7 +570,7 @@ def _for_user_params(
 
 
 def _drop_unread_views(
-    admin: Client, database: str, registry: Registry, config: EvalConfig
+    store: Store, registry: Registry, config: EvalConfig
 ) -> tuple[list[str], list[str]]:
     """Drop, from the throwaway store, the views whose output no evaluated query reads,
     and the tables only they write; return both lists.
@@ -600,7 +580,6 @@ def _drop_unread_views(
     are the same as with every view (`--all-views` checks it); ingest gets ~3x faster
     when unread pair views go.
     """
-    catalog = registry.catalog()
     now = "2011-01-01 00:00:00Z"
     calls = [
         ("for_user", _for_user_params(config.for_user_params, "u", 10, now, exclude))
@@ -609,29 +588,4 @@ def _drop_unread_views(
     calls.append(
         ("also_bought", {**config.also_bought_params, "item_id": "i", "limit": 10, "now": now})
     )
-    tables: set[str] = set()
-    for name, params in calls:
-        rendered = render(registry.snapshot.get(name), params)
-        tables |= validate_select(rendered.sql, catalog, set(rendered.parameters))
-    unread, orphans = views_not_feeding(materialized_views(admin, database), tables)
-    for view in unread:
-        admin.command(f"DROP VIEW {database}.`{view}`")
-    # their tables go too: a query that still reached one fails instead of reading nothing
-    for table in orphans:
-        admin.command(f"DROP TABLE {database}.`{table}`")
-    return unread, orphans
-
-
-def _ingest(writer: EventWriter, window: Sequence[dict[str, Any]]) -> None:
-    writer.insert(
-        {
-            "event_id": [e["event_id"] for e in window],
-            "ts": [e["ts"] / 1000 for e in window],
-            "user_id": [e["user_id"] for e in window],
-            "order_id": [e["order_id"] for e in window],
-            "item_id": [e["item_id"] for e in window],
-            "event_type": [e["event_type"] for e in window],
-            "quantity": [e["quantity"] for e in window],
-            "price": [e["price"] for e in window],
-        }
-    )
+    return drop_unread_views(store, tables_read(registry, calls))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -34,22 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from redpoll.clickhouse.client import Client
-from redpoll.clickhouse.views import materialized_views, views_not_feeding
 from redpoll.embeddings.factorize import DIMENSIONS
 from redpoll.embeddings.training import StoreRunner, TrainResult, train
-from redpoll.endpoints.compiler import render, validate_select
 from redpoll.endpoints.executor import execute, prepare
 from redpoll.endpoints.loader import catalog_from_client
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.metrics import score_list
-from redpoll.ingest.writer import EventWriter
+from redpoll.evaluation.scratch import (
+    drop_unread_views,
+    event_writer,
+    insert_events,
+    insert_items,
+    tables_read,
+)
+from redpoll.evaluation.timeline import iso, ms, stable_hash
 from redpoll.store import Store
 
 __all__ = ("SimilarConfig", "SimilarResult", "evaluate_similar", "format_table")
 
 METHODS = ("similar_items", "also_bought", "popularity")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_CHUNK = 50_000
 
 
 @dataclasses.dataclass
@@ -104,7 +106,7 @@ def evaluate_similar(config: SimilarConfig) -> SimilarResult:
         e["item_id"] for e in train_events if e["event_type"] == "purchase"
     )
     timings["read_s"] = round(time.perf_counter() - t0, 1)
-    say(f"cut {_iso(cut_ms)}: {len(train_events)} events to learn from, {len(cases)} test invoices")
+    say(f"cut {iso(cut_ms)}: {len(train_events)} events to learn from, {len(cases)} test invoices")
     work = Path(tempfile.mkdtemp(prefix="redpoll-eval-similar-", dir=config.work_dir))
     try:
         store = Store.open_scratch(
@@ -126,7 +128,7 @@ def evaluate_similar(config: SimilarConfig) -> SimilarResult:
             store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return SimilarResult(config.k, _iso(cut_ms), table, _model(model), counts, timings)
+    return SimilarResult(config.k, iso(cut_ms), table, _model(model), counts, timings)
 
 
 def format_table(result: SimilarResult) -> str:
@@ -154,7 +156,7 @@ def recall_at(ranked: Sequence[str], relevant: frozenset[str], k: int) -> float:
 
 def _cut_ms(events: Sequence[Mapping[str, Any]], cut: dt.datetime | None) -> int:
     if cut is not None:
-        return int((cut.replace(tzinfo=dt.UTC) - _EPOCH).total_seconds() * 1000)
+        return ms(cut)
     if not events:
         raise ValueError("the data set has no events")
     return int(events[int(len(events) * 0.8)]["ts"])
@@ -173,7 +175,7 @@ def _cases(events: Sequence[Mapping[str, Any]], sample_every: int) -> list[_Case
     return [
         _Case(order, basket[0], frozenset(basket[1:]))
         for order, basket in baskets.items()
-        if len(basket) > 1 and (sample_every <= 1 or _stable_hash(order) % sample_every == 0)
+        if len(basket) > 1 and (sample_every <= 1 or stable_hash(order) % sample_every == 0)
     ]
 
 
@@ -193,41 +195,14 @@ def _registry(config: SimilarConfig, store: Store) -> Registry:
 def _drop_unread_views(store: Store, registry: Registry) -> None:
     """Leave out the views that feed neither endpoint nor `events` (what the training
     reads): faster ingest, same answers (as the replay does, evaluation/replay.py)."""
-    admin, database = store.admin, store.target.database
-    catalog = registry.catalog()
-    tables = {"events"}
-    for name in ("similar_items", "also_bought"):
-        rendered = render(registry.snapshot.get(name), {"item_id": "i", "limit": 10})
-        tables |= validate_select(rendered.sql, catalog, set(rendered.parameters))
-    unread, orphans = views_not_feeding(materialized_views(admin, database), tables)
-    for view in unread:
-        admin.command(f"DROP VIEW {database}.`{view}`")
-    for table in orphans:
-        admin.command(f"DROP TABLE {database}.`{table}`")
+    calls = [(name, {"item_id": "i", "limit": 10}) for name in ("similar_items", "also_bought")]
+    drop_unread_views(store, {"events"} | tables_read(registry, calls))
 
 
 def _load(store: Store, items: Sequence[Mapping[str, Any]], events: Sequence[Any]) -> None:
-    columns = ["item_id", "title", "category", "brand", "price", "available", "updated_at"]
-    rows = [
-        [*(i[c] for c in columns[:-1]), _EPOCH + dt.timedelta(milliseconds=i["updated_at"])]
-        for i in items
-    ]
-    store.admin.insert(f"{store.target.database}.items", rows, column_names=columns)
-    writer = EventWriter(store.admin, store.target.database, views=store.settings.project_dir)
-    for start in range(0, len(events), _CHUNK):
-        chunk = events[start : start + _CHUNK]
-        writer.insert(
-            {
-                "event_id": [e["event_id"] for e in chunk],
-                "ts": [e["ts"] / 1000 for e in chunk],
-                "user_id": [e["user_id"] for e in chunk],
-                "order_id": [e["order_id"] for e in chunk],
-                "item_id": [e["item_id"] for e in chunk],
-                "event_type": [e["event_type"] for e in chunk],
-                "quantity": [e["quantity"] for e in chunk],
-                "price": [e["price"] for e in chunk],
-            }
-        )
+    insert_items(store, items)
+    writer = event_writer(store, store.settings.project_dir)
+    insert_events(writer, events, chunk=50_000)
 
 
 def _score(
@@ -276,11 +251,3 @@ def _call(client: Client, registry: Registry, name: str, params: Mapping[str, An
 
 def _model(result: TrainResult) -> dict[str, Any]:
     return result.as_dict()
-
-
-def _stable_hash(text: str) -> int:
-    return int(hashlib.md5(text.encode()).hexdigest()[:8], 16)
-
-
-def _iso(ts_ms: int) -> str:
-    return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%d %H:%M:%SZ")

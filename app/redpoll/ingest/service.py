@@ -36,6 +36,15 @@ Clients come from the caller (docs/architecture.md): the service is given a fact
 (`Store.new_client`) and never connects itself. It takes one client for catalog reads
 (request threads, under its lock) and one per committer thread (chDB clients are not
 shared between threads), and closes them.
+
+Cluster mode (docs/cluster.md): with writer factories for the shards (the setting
+`cluster_shard_urls`, `for_store`), the events committer writes through a
+`ShardedWriter` (app/redpoll/cluster/routing.py), one `EventWriter` and one client per
+shard; a batch some shard did not store fails as a whole (`ShardInsertError`, a 503) and
+its retry is deduplicated by the shards that stored it. With the setting `cluster`, a
+plain data source that has `<table>_all_nodes` (the catalog, app/redpoll/cluster/ddl.py)
+is written through it, so every node's copy and views get the rows. What acts on one
+database only (`exclusive`: delete, replace, truncate, erase) is refused in cluster mode.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import pickle
@@ -52,7 +62,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redpoll.clickhouse.client import quote_identifier
+from redpoll.clickhouse.client import connect, quote_identifier
+from redpoll.cluster.ddl import EVENT_TABLES
+from redpoll.cluster.routing import ShardedWriter, ShardInsertError, rows_of_shards
+from redpoll.cluster.shards import shard_targets
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
 from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
@@ -69,7 +82,7 @@ from redpoll.ingest.writer import EventWriter
 from redpoll.settings import setting_default
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from redpoll.clickhouse.client import Client
     from redpoll.settings import Settings
@@ -139,7 +152,13 @@ class _Committer:
         project_dir: Path | None = None,
         versions: DataVersions | None = None,
         wal: WriteAheadLog | None = None,
+        shards: Sequence[tuple[Client, str]] = (),
+        cluster: bool = False,
     ) -> None:
+        """`shards`: cluster mode's (client, database) per shard, owned and closed by
+        this committer like `client`; a landing data source is then written through a
+        `ShardedWriter`. `cluster`: a plain data source goes through its
+        `<table>_all_nodes` when there is one."""
         self.datasource = datasource
         #: acknowledged batches not inserted yet (`ack = "durable"`, ingest/wal.py)
         self.wal = wal
@@ -148,12 +167,29 @@ class _Committer:
         self.max_rows = max_rows
         self.client = client
         self.database = database
-        self.writer = None
-        if datasource.uses_landing:
+        self.shard_clients = [c for c, _ in shards]
+        self.writer: EventWriter | ShardedWriter | None = None
+        #: where a plain data source's INSERT goes
+        self.table = datasource.table
+        if datasource.uses_landing and shards:
+            self.writer = ShardedWriter(
+                [
+                    EventWriter(
+                        c,
+                        db,
+                        journal=state_dir / f"{db}.shard{i}.{datasource.name}.inflight",
+                        views=project_dir,
+                    )
+                    for i, (c, db) in enumerate(shards)
+                ]
+            )
+        elif datasource.uses_landing:
             journal = state_dir / f"{database}.{datasource.name}.inflight"
             self.writer = EventWriter(
                 self.client, self.database, journal=journal, views=project_dir
             )
+        elif cluster:
+            self.table = _fanout_table(client, database, datasource.table)
         #: held during each INSERT into the data source (the events writer's own lock):
         #: `IngestService.exclusive` holds it to change the table between two INSERTs
         self.lock = self.writer.lock if self.writer is not None else threading.Lock()
@@ -190,6 +226,8 @@ class _Committer:
         if self.wal is not None:
             self.wal.close()
         self.client.close()
+        for shard_client in self.shard_clients:
+            shard_client.close()
 
     def _replay(self) -> None:
         """Insert the logged batches a previous run acknowledged and did not insert."""
@@ -272,6 +310,10 @@ class _Committer:
             self._commit([item])
             return
         self._attempts.pop(seq, None)
+        if isinstance(exc, ShardInsertError):  # the other shards stored their part
+            batch = dataclasses.replace(
+                batch, columns=rows_of_shards(batch.columns, exc.shards, set(exc.errors))
+            )
         try:
             self._quarantine([_as_quarantine(batch, exc)])
         except Exception:  # kept in the log: inserted at the next start
@@ -298,16 +340,20 @@ class _Committer:
                 self.stats.convert_s += result.convert_seconds
                 self.stats.insert_s += result.seconds - result.convert_seconds
             else:
+                settings: dict[str, Any] = {}
+                if dedup_token:
+                    settings["insert_deduplication_token"] = dedup_token
+                if self.table != self.datasource.table:
+                    # `<table>_all_nodes` (Distributed): return once every node stored
+                    # the rows, not when they are queued for sending
+                    settings["distributed_foreground_insert"] = 1
                 with self.lock:
                     self.client.insert(
-                        f"{quote_identifier(self.database)}."
-                        f"{quote_identifier(self.datasource.table)}",
+                        f"{quote_identifier(self.database)}.{quote_identifier(self.table)}",
                         list(columns.values()),
                         column_names=list(columns),
                         column_oriented=True,
-                        settings={"insert_deduplication_token": dedup_token}
-                        if dedup_token
-                        else None,
+                        settings=settings or None,
                     )
                 self.stats.insert_s += time.perf_counter() - grouped
         if total:  # visible now, acknowledged after this returns
@@ -336,6 +382,17 @@ class _Committer:
         for batch in batches:
             batch.quarantine_written = True
         self.stats.quarantined += len(rows)
+
+
+def _fanout_table(client: Client, database: str, table: str) -> str:
+    """`<table>_all_nodes` if the cluster rendering created it (ddl.py `_fanout`), else
+    `table`: an INSERT into the local table would reach this node only."""
+    fanout = f"{table}_all_nodes"
+    found = client.command(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": database, "t": fanout},
+    )
+    return fanout if int(str(found)) else table
 
 
 def fill_defaults(client: Client, datasource: DataSource, batch: ValidatedBatch) -> None:
@@ -384,12 +441,18 @@ class IngestService:
         max_group_rows: int = 200_000,
         *,
         settings: Settings | None = None,
+        shards: Sequence[tuple[Callable[[], Client], str]] = (),
     ) -> None:
         """`new_client` opens a read-write client the service then owns and closes
         (`Store.new_client`); `database` is the one the data sources live in.
         `settings` gives the String length caps (`max_id_bytes`, `max_field_bytes`)
-        and `datasource_refresh_s`; without it, their defaults apply."""
+        and `datasource_refresh_s`; without it, their defaults apply.
+        `shards`: cluster mode's writer per shard, in shard order: a client factory
+        and the shard database (`for_store` builds them from `cluster_shard_urls`)."""
         self.new_client = new_client
+        self.shards = tuple(shards)
+        #: cluster mode: `cluster` is set (migrations render for a cluster) or shards are
+        self.cluster = bool(self.shards) or bool(settings is not None and settings.cluster)
         self.database = database
         self.project_dir = project_dir
         self.max_group_rows = max_group_rows
@@ -401,6 +464,7 @@ class IngestService:
         #: once its batch is in the write-ahead log (docs/adr, ack); "visible": after the INSERT
         self.ack = settings.ack if settings is not None else str(setting_default("ack"))
         self._admin = new_client()  # own client: discovery runs on request threads
+        self._shard_admin: Client | None = None  # shard 0's, for its landing tables
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()  # request threads add their stage times
         self._datasources: dict[str, DataSource] | None = None
@@ -414,13 +478,28 @@ class IngestService:
         """The service over `store`'s clients and database, for the project and limits of
         `settings` (default: the store's own; an app sharing a store passes its own)."""
         settings = settings if settings is not None else store.settings
-        return cls(store.new_client, store.target.database, settings.project_dir, settings=settings)
+        database = store.target.database
+        shards = [
+            (functools.partial(connect, target), target.database)
+            for target in shard_targets(settings.cluster_shard_urls, database, store.target)
+        ]
+        return cls(
+            store.new_client, database, settings.project_dir, settings=settings, shards=shards
+        )
 
     def _read_catalog(self) -> dict[str, DataSource]:
-        """Scan `system.columns` (caller holds `_lock`)."""
-        self._datasources = discover_datasources(
-            self.project_dir, self._admin, self.database, self.limits
-        )
+        """Scan `system.columns` (caller holds `_lock`). In cluster mode a data source
+        with a landing table on the shards (`events`) is the shards' (shard 0's columns:
+        every shard runs the same migrations)."""
+        found = discover_datasources(self.project_dir, self._admin, self.database, self.limits)
+        if self.shards:
+            if self._shard_admin is None:
+                self._shard_admin = self.shards[0][0]()
+            on_shard = discover_datasources(
+                self.project_dir, self._shard_admin, self.shards[0][1], self.limits
+            )
+            found.update({n: d for n, d in on_shard.items() if d.uses_landing})
+        self._datasources = found
         self._read_at = time.monotonic()
         return self._datasources
 
@@ -517,10 +596,20 @@ class IngestService:
         with self._lock:
             committer = self._committers.get(datasource.name)
             if committer is None or committer.datasource != datasource:
+                if self._unwritable(datasource):
+                    raise ConfigError(
+                        f"cluster mode: {datasource.name} is written by the shards' writers;"
+                        " set cluster_shard_urls on the one process that ingests"
+                        " (docs/cluster.md)"
+                    )
                 if committer is not None:  # schema changed: one writer per table at a time
                     committer.close()
                 client = self.new_client()  # the committer thread's own
+                shards: list[tuple[Client, str]] = []
                 try:
+                    if datasource.uses_landing:  # the shards' writers, one client each
+                        for factory, shard_db in self.shards:
+                            shards.append((factory(), shard_db))
                     committer = _Committer(
                         client,
                         self.database,
@@ -530,9 +619,13 @@ class IngestService:
                         self.project_dir,  # its materialized_views/: what repair/backfill rebuild
                         self.versions,
                         self._wal(datasource),
+                        shards,
+                        self.cluster,
                     )
                 except BaseException:
                     client.close()
+                    for shard_client, _ in shards:
+                        shard_client.close()
                     raise
                 self._committers[datasource.name] = committer
             return committer
@@ -560,16 +653,30 @@ class IngestService:
         exits (queued requests wait, none is lost). Yields its EventWriter (`events`: the
         block then rebuilds the derived tables with `writer.repair(own_client)`), or None
         for a plain data source. Used by ingest/mutations.py."""
+        if self.cluster:
+            raise ConfigError(
+                f"cluster mode: changing {name} as a whole (delete, replace, truncate, erase)"
+                " would act on one node or shard only; not supported (docs/cluster.md)"
+            )
         committer = self._committer(self.datasource(name))
         committer.flush()
         with committer.lock:
-            yield committer.writer
+            writer = committer.writer
+            assert not isinstance(writer, ShardedWriter)  # cluster mode is refused above
+            yield writer
 
     def open_writers(self) -> None:
         """Start a committer for every data source now: crash repair runs at startup,
         before the server reports ready, instead of inside the first request."""
         for datasource in self.datasources().values():
+            if self._unwritable(datasource):
+                continue  # a reader of a cluster: its requests get the reason (_committer)
             self._committer(datasource)
+
+    def _unwritable(self, datasource: DataSource) -> bool:
+        """In cluster mode without shard writers, the events data source: only the
+        writer process (`cluster_shard_urls`) writes the shards."""
+        return self.cluster and not self.shards and datasource.table in EVENT_TABLES
 
     def status(self) -> dict[str, Any]:
         """Per data source: the committer's counters, plus `unapplied`, the acknowledged
@@ -578,6 +685,12 @@ class IngestService:
             name: {
                 **dataclasses.asdict(c.stats),
                 "unapplied": c.wal.unapplied if c.wal is not None else 0,
+                # cluster mode: each shard's last batch number (its own sequence)
+                **(
+                    {"shard_batches": list(c.writer.last_batch)}
+                    if isinstance(c.writer, ShardedWriter)
+                    else {}
+                ),
             }
             for name, c in self._committers.items()
         }
@@ -588,3 +701,6 @@ class IngestService:
                 committer.close()
             self._committers.clear()
             self._admin.close()
+            if self._shard_admin is not None:
+                self._shard_admin.close()
+                self._shard_admin = None

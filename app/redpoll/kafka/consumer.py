@@ -14,6 +14,16 @@ on every redelivery) and the views drop event_ids stored by an earlier batch. Ma
 messages go to `<datasource>_quarantine` with `line` = offset and
 `column` = `<field>@<topic>/<partition>/<offset>`.
 
+Cluster mode (docs/cluster.md, docs/adr/0023-cluster-sharding.md): when the service
+writes events to shards (`cluster_shard_urls`), a binding of a landing data source gets
+one consumer per shard instead of one group member: consumer i is assigned
+`partitions_of_shard(i, shards, partitions)` by hand (producers key messages by the
+routing key with the murmur2 partitioner, so those partitions hold only shard i's
+events) and commits its offsets after the insert returned, as above. Its batches reach
+only shard i's writer (the service's `ShardedWriter` routes by the same key, so a
+message in a wrong partition still lands on its own shard). Manual assignment has no
+group protocol: run one such process for the cluster (docs/cluster.md).
+
 Broker outages: librdkafka reconnects by itself; errors are counted and logged, commits
 that failed are retried, and any unexpected failure (including a failed insert) closes the
 consumer, waits with exponential backoff (capped) and starts again from the committed
@@ -33,7 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redpoll.errors import ConfigError
+from redpoll.cluster.keys import partitions_of_shard
+from redpoll.errors import ConfigError, RedpollError
 from redpoll.ingest.validate import QuarantineRow, parse_body, validate_rows
 from redpoll.kafka.bindings import BINDINGS_DIR, KafkaBinding, load_bindings
 
@@ -129,7 +140,10 @@ class KafkaStats:
 
 
 class KafkaIngestor:
-    """One consumer thread for one binding, inserting through `service`."""
+    """One consumer thread for one binding, inserting through `service`.
+
+    `shard`: (shard, shards) in cluster mode: the consumer reads the partitions of that
+    shard (`partitions_of_shard`), assigned by hand, instead of subscribing."""
 
     def __init__(
         self,
@@ -137,10 +151,14 @@ class KafkaIngestor:
         binding: KafkaBinding,
         brokers: str,
         consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.service = service
         self.binding = binding
         self.brokers = brokers
+        self.shard = shard
+        #: the status key: the data source, `<datasource>@shard<i>` in cluster mode
+        self.name = binding.datasource + (f"@shard{shard[0]}" if shard else "")
         self.stats = KafkaStats()
         self._factory = consumer_factory
         self._stop = threading.Event()
@@ -157,9 +175,7 @@ class KafkaIngestor:
     # -- lifecycle
 
     def start(self) -> KafkaIngestor:
-        self._thread = threading.Thread(
-            target=self._run, daemon=True, name=f"kafka-{self.binding.datasource}"
-        )
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"kafka-{self.name}")
         self._thread.start()
         return self
 
@@ -190,6 +206,7 @@ class KafkaIngestor:
             {
                 "topic": self.binding.topic,
                 "group": self.binding.group,
+                **({"shard": self.shard[0]} if self.shard else {}),
                 "events_per_s": round(rows_10s / 10, 1),
                 "lag": sum(lag.values()),
                 "lag_by_partition": lag,
@@ -236,12 +253,15 @@ class KafkaIngestor:
         self._pending, self._pending_rows = [], 0
         self._uncommitted.clear()
         self._consumer = self._new_consumer()
-        self._consumer.subscribe(
-            [self.binding.topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        if self.shard is None:
+            self._consumer.subscribe(
+                [self.binding.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            self._assign_shard(*self.shard)
         self.stats.state = "running"
         batch_s = self.binding.batch_ms / 1000
         deadline = time.monotonic() + batch_s
@@ -260,6 +280,23 @@ class KafkaIngestor:
                     deadline = time.monotonic() + batch_s
         finally:
             self._close_consumer(commit=True)
+
+    def _assign_shard(self, shard: int, shards: int) -> None:
+        """Take the topic's partitions of `shard` by hand; each starts at the group's
+        committed offset (else `auto_offset_reset`). A topic whose partition count is
+        not a multiple of `shards` is refused (its partitions would mix shards)."""
+        from confluent_kafka import TopicPartition
+
+        topic = self.binding.topic
+        found = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise RuntimeError(f"topic {topic!r} not found: {getattr(found, 'error', None)}")
+        mine = [
+            TopicPartition(topic, p)
+            for p in partitions_of_shard(shard, shards, len(found.partitions))
+        ]
+        self._on_assign(self._consumer, mine)
+        self._consumer.assign(mine)
 
     def _flush(self) -> None:
         """Insert what is pending, then commit its offsets (only after the insert)."""
@@ -344,7 +381,7 @@ class KafkaIngestor:
                 self._high.setdefault((tp.topic, tp.partition), 0)
         log.info(
             "kafka %s: assigned %s",
-            self.binding.datasource,
+            self.name,
             [f"{tp.topic}/{tp.partition}" for tp in partitions],
         )
 
@@ -408,7 +445,8 @@ class KafkaIngestor:
 
 
 class KafkaIngestors:
-    """The consumers of one process (one per `engine = "redpoll"` binding)."""
+    """The consumers of one process (one per `engine = "redpoll"` binding; in cluster
+    mode one per shard for a binding of a landing data source)."""
 
     def __init__(
         self, service: IngestService, project_dir: Path, brokers: str, only: set[str] | None = None
@@ -421,9 +459,10 @@ class KafkaIngestors:
                 f"(expected {BINDINGS_DIR}/<datasource>.toml)"
             )
         self.ingestors = [
-            KafkaIngestor(service, binding, brokers)
+            KafkaIngestor(service, binding, brokers, shard=shard)
             for name, binding in bindings.items()
             if binding.engine == "redpoll" and (only is None or name in only)
+            for shard in _shards_of(service, name)
         ]
 
     def start(self) -> KafkaIngestors:
@@ -438,7 +477,7 @@ class KafkaIngestors:
             ingestor.stop()
 
     def status(self) -> dict[str, Any]:
-        return {i.binding.datasource: i.status() for i in self.ingestors}
+        return {i.name: i.status() for i in self.ingestors}
 
     def write_status(self, path: Path) -> None:
         """For `redpoll ingest status` when the consumers run in `redpoll ingest kafka`."""
@@ -446,3 +485,17 @@ class KafkaIngestors:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, indent=1))
         tmp.replace(path)
+
+
+def _shards_of(service: IngestService, datasource: str) -> list[tuple[int, int] | None]:
+    """One consumer per shard for a landing data source when the service writes to
+    shards; else one consumer (None). An unknown data source gets one consumer, whose
+    batches then fail as today (the table may be created later)."""
+    shards = len(service.shards)
+    if not shards:
+        return [None]
+    try:
+        sharded = service.datasource(datasource).uses_landing
+    except RedpollError:
+        return [None]
+    return [(i, shards) for i in range(shards)] if sharded else [None]

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from redpoll.cluster.ddl import replicated_on_every_node
 from redpoll.errors import NotFound, ParameterError, RedpollError
 from redpoll.tokens.scopes import Principal, Scope, check_token_name, parse_scope
 
@@ -115,14 +116,23 @@ class TokenTable:
         table.ensure()
         return table
 
+    def create_sql(self) -> str:
+        """The table's DDL. On a cluster (`on_cluster`) it is replicated to every node
+        (app/redpoll/cluster/ddl.py), so a token created through one API replica works
+        on all of them."""
+        sql = (
+            f"CREATE TABLE IF NOT EXISTS {self.table} {self.on_cluster} ("
+            " name String, token_hash String, scopes Array(String), rps UInt32,"
+            " created_at DateTime64(3, 'UTC'), revoked UInt8, version UInt64"
+            ") ENGINE = ReplacingMergeTree(version) ORDER BY name"
+        )
+        if self.on_cluster:
+            sql = replicated_on_every_node(sql, self.database, TABLE)
+        return sql
+
     def ensure(self) -> None:
         with self.lock:
-            self.client.command(
-                f"CREATE TABLE IF NOT EXISTS {self.table} {self.on_cluster} ("
-                " name String, token_hash String, scopes Array(String), rps UInt32,"
-                " created_at DateTime64(3, 'UTC'), revoked UInt8, version UInt64"
-                ") ENGINE = ReplacingMergeTree(version) ORDER BY name"
-            )
+            self.client.command(self.create_sql())
 
     def load(self) -> dict[str, TokenRecord]:
         """Every live token by name (the latest version of each, unless revoked)."""

@@ -1,18 +1,22 @@
 """`redpoll evaluate`: offline evaluation of the recommendation endpoints on a real data
 set replayed through the ingestion path (app/redpoll/evaluation, docs/recommendations.md):
-the replay (default) or, with `--task next-basket`, the next-basket protocol of the
-literature against G-TopFreq, P-TopFreq and a TIFUKNN-style baseline."""
+the replay (default); with `--task next-basket`, the next-basket protocol of the
+literature against G-TopFreq, P-TopFreq and a TIFUKNN-style baseline; with `--task
+repetition`, the repetition control of for_user with simulated impressions."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from redpoll.cli._context import load, project_option
+
+if TYPE_CHECKING:
+    from redpoll.evaluation.repetition import RepetitionConfig
 
 __all__ = ("evaluate_command",)
 
@@ -63,12 +67,14 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @project_option
 @click.option(
     "--task",
-    type=click.Choice(["replay", "next-basket"]),
+    type=click.Choice(["replay", "next-basket", "repetition"]),
     default="replay",
     show_default=True,
     help="replay: score for_user and also_bought before every purchase; next-basket: "
     "predict each customer's last basket (3-50 items, >= 3 baskets) from everything "
-    "before it (Recall/NDCG, repeat and explore parts).",
+    "before it (Recall/NDCG, repeat and explore parts); repetition: replay sampled users' "
+    "page views with simulated impressions and clicks, for_user's repetition control off "
+    "and on.",
 )
 @click.option(
     "--dataset",
@@ -104,7 +110,8 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     "--start",
     type=click.DateTime(),
     default=None,
-    help="Ingest without scoring before this time (quick runs).",
+    help="Ingest without scoring before this time (quick runs); repetition: test "
+    "invoices from this time (default: the last 90 days).",
 )
 @click.option("--until", type=click.DateTime(), default=None, help="Stop at this time.")
 @click.option(
@@ -164,6 +171,55 @@ def lifts(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     help="next-basket: TIFUKNN setting (repeatable): neighbours, within_decay, "
     "group_decay, groups, alpha.",
 )
+@click.option(
+    "--users",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="repetition: customers sampled (stable hash of the id; 0 = all).",
+)
+@click.option(
+    "--requests-per-day",
+    type=click.IntRange(1, 1440),
+    default=4,
+    show_default=True,
+    help="repetition: page views a day (evenly spaced) before each test invoice.",
+)
+@click.option(
+    "--request-days",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="repetition: days of page views before each test invoice.",
+)
+@click.option(
+    "--max-impressions",
+    type=click.IntRange(1, 1000),
+    default=3,
+    show_default=True,
+    help="repetition: for_user's max_impressions in the run with the control on (and the "
+    "k of the 'shown >= k times' count).",
+)
+@click.option(
+    "--impression-hours",
+    type=click.IntRange(1, 2160),
+    default=24,
+    show_default=True,
+    help="repetition: for_user's impression_hours (and the h of the count).",
+)
+@click.option(
+    "--click-share",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="repetition: share of shown items of the next invoice the user clicks.",
+)
+@click.option(
+    "--cross-check",
+    is_flag=True,
+    help="repetition: with the control on, also ask with it off and check that exactly "
+    "the items the Python count marks are left out (one more call per request).",
+)
 def evaluate_command(
     project_dir: str | None,
     task: str,
@@ -184,6 +240,13 @@ def evaluate_command(
     strict_params: bool,
     baselines_only: bool,
     tifu: tuple[str, ...],
+    users: int,
+    requests_per_day: int,
+    request_days: float,
+    max_impressions: int,
+    impression_hours: int,
+    click_share: float,
+    cross_check: bool,
 ) -> None:
     """Replay DATASET in time order through the ingestion path into a throwaway embedded
     store and score the project's for_user and also_bought endpoints (asked before each
@@ -193,7 +256,40 @@ def evaluate_command(
     (limit k, exclude_purchased=false, now just before the basket) and by G-TopFreq,
     P-TopFreq and a TIFUKNN-style baseline from everything before it; writes
     next_basket.json and next_basket.md (docs/recommendations.md, "Next-basket
-    evaluation")."""
+    evaluation").
+
+    With --task repetition: sampled customers open the page --requests-per-day times a
+    day before each test invoice; for_user's answers become impression events (and the
+    items they then buy, clicks), ingested as real events; run with max_impressions=0
+    and with --max-impressions, each on a fresh store; writes repetition.json and
+    repetition.md (docs/recommendations.md, "Repetition control, measured")."""
+    if task == "repetition":
+        from redpoll.evaluation.repetition import RepetitionConfig
+
+        settings = load(project_dir)
+        _repetition(
+            RepetitionConfig(
+                dataset=dataset,
+                project_dir=settings.project_dir,
+                k=k,
+                users=users,
+                start=start,
+                until=until,
+                max_lines=max_lines,
+                requests_per_day=requests_per_day,
+                request_days=request_days,
+                max_impressions=max_impressions,
+                impression_hours=impression_hours,
+                click_share=click_share,
+                cross_check=cross_check,
+                workers=workers,
+                for_user_params=_params(fu),
+                all_views=all_views,
+                progress=lambda m: click.echo(m, err=True),
+            ),
+            out,
+        )
+        return
     if task == "next-basket":
         _next_basket(
             project_dir,
@@ -308,11 +404,7 @@ def _next_basket(
         result = evaluate_next_basket(config)
     except UndeclaredParameterError as exc:
         raise click.ClickException(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "next_basket.json").write_text(result.to_json() + "\n")
-    table = result.markdown()
-    (out / "next_basket.md").write_text(table + "\n")
-    click.echo(table)
+    _write(out, "next_basket", result.to_json(), result.markdown())
     lift = result.lift()
     if lift:
         click.echo(
@@ -327,6 +419,36 @@ def _next_basket(
         if result.params["for_user_params_ignored"]:
             ignored = ", ".join(result.params["for_user_params_ignored"])
             click.echo(f"left out (for_user does not declare them): {ignored}")
-    click.echo(f"counts: {result.counts}")
-    click.echo(f"timings: {result.timings}")
-    click.echo(f"wrote {out / 'next_basket.json'}, {out / 'next_basket.md'}")
+    _done(out, "next_basket", result.counts, result.timings)
+
+
+def _repetition(config: RepetitionConfig, out: Path) -> None:
+    from redpoll.evaluation.repetition import evaluate_repetition
+
+    try:
+        result = evaluate_repetition(config)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _write(out, "repetition", result.to_json(), result.markdown())
+    on = result.run("on")
+    if on["cross_checked"]:
+        click.echo(
+            f"cross-check: {on['cross_checked']} answers with the control on, "
+            f"{on['cross_mismatches']} differ from the answer off minus the Python count"
+        )
+    click.echo(f"parameters: {result.params}")
+    _done(out, "repetition", result.counts, result.timings)
+
+
+def _write(out: Path, stem: str, json_text: str, table: str) -> None:
+    """A task's result as `<stem>.json` and its table as `<stem>.md`; the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json_text + "\n")
+    (out / f"{stem}.md").write_text(table + "\n")
+    click.echo(table)
+
+
+def _done(out: Path, stem: str, counts: dict[str, Any], timings: dict[str, float]) -> None:
+    click.echo(f"counts: {counts}")
+    click.echo(f"timings: {timings}")
+    click.echo(f"wrote {out / (stem + '.json')}, {out / (stem + '.md')}")
