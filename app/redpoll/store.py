@@ -12,6 +12,7 @@ this class; the modules under `redpoll.clickhouse` know nothing above them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 from pathlib import Path
@@ -31,6 +32,8 @@ from redpoll.migrations.runner import MigrationRunner
 from redpoll.settings import load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redpoll.clickhouse.client import Client
     from redpoll.settings import Settings
 
@@ -194,6 +197,11 @@ class Store:
         """A client of its own for one worker thread (chDB clients are not shared
         between threads); the caller closes it."""
         return connect(self.target, readonly=readonly)
+
+    def connector(self, target: Target) -> Callable[[], Client]:
+        """Opens read-write clients of another node or database than the store's (cluster
+        mode's shard writers, app/redpoll/cluster/shards.py); the caller closes them."""
+        return functools.partial(connect, target)
 
     def sql(self, query: str, output: str) -> bytes:
         """`redpoll sql` and the admin API's `/sql`: one statement on the admin client."""

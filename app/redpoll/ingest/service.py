@@ -52,7 +52,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import pickle
@@ -62,7 +61,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redpoll.clickhouse.client import connect, quote_identifier
+from redpoll.clickhouse.client import quote_identifier
 from redpoll.cluster.ddl import EVENT_TABLES
 from redpoll.cluster.routing import ShardedWriter, ShardInsertError, rows_of_shards
 from redpoll.cluster.shards import shard_targets
@@ -480,7 +479,7 @@ class IngestService:
         settings = settings if settings is not None else store.settings
         database = store.target.database
         shards = [
-            (functools.partial(connect, target), target.database)
+            (store.connector(target), target.database)
             for target in shard_targets(settings.cluster_shard_urls, database, store.target)
         ]
         return cls(
