@@ -37,6 +37,7 @@ from redpoll.store import Store
 from redpoll.testing import copy_project, run_cli, run_server
 from tests.support.cli_project import purchases_project
 from tests.support.events import purchase
+from tests.support.online_retail import write_csv
 from tests.support.shop import prepare_shop
 
 NOW = time.time() // 3600 * 3600 - 3600
@@ -435,8 +436,6 @@ def test_evaluation_scores_each_method_on_the_same_cases(tmp_path: Path) -> None
     """Before the cut, mugs are bought in pairs with each other and so are lamps (and
     filler items alone, the most bought); after it, three invoices: a mug pair, a lamp
     pair, and one that starts with a brand-new item (no vector, nothing predictable)."""
-    import csv
-
     from redpoll.evaluation.similar_items import SimilarConfig, evaluate_similar, recall_at
 
     assert recall_at(["a", "b", "c"], frozenset({"b", "z"}), 2) == 0.5
@@ -462,22 +461,7 @@ def test_evaluation_scores_each_method_on_the_same_cases(tmp_path: Path) -> None
     buy(["M1", "M2"], "2011-01-03 10:00:00")
     buy(["L3", "L1", "L4"], "2011-01-03 11:00:00")
     buy(["NEW", "M3"], "2011-01-03 12:00:00")
-    dataset = tmp_path / "shop.csv"
-    with open(dataset, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "InvoiceNo",
-                "StockCode",
-                "Description",
-                "Quantity",
-                "InvoiceDate",
-                "UnitPrice",
-                "CustomerID",
-                "Country",
-            ]
-        )
-        writer.writerows(rows)
+    dataset = write_csv(tmp_path / "shop.csv", rows)
     result = evaluate_similar(
         SimilarConfig(
             dataset=dataset, project_dir=project, cut=dt.datetime(2011, 1, 2), work_dir=tmp_path
