@@ -32,7 +32,6 @@ __all__ = (
     "ShardInsertError",
     "ShardedInsertResult",
     "ShardedWriter",
-    "rows_of_shards",
     "split_by_shard",
 )
 
@@ -68,15 +67,6 @@ def split_by_shard(rows: Mapping[str, Sequence[Any]], shards: int) -> list[dict[
     return out
 
 
-def rows_of_shards(
-    rows: Mapping[str, Sequence[Any]], shards: int, which: set[int]
-) -> dict[str, list[Any]]:
-    """The rows of a columnar batch that `split_by_shard` sends to the shards `which`
-    (in shard order): what a batch that failed on those shards still owes them."""
-    parts = [p for s, p in enumerate(split_by_shard(rows, shards)) if s in which]
-    return {name: [v for p in parts for v in p.get(name, [])] for name in rows}
-
-
 @dataclasses.dataclass(frozen=True)
 class ShardedInsertResult:
     """Per shard, the outcome of its part of one batch (None: no event of the batch)."""
@@ -99,15 +89,19 @@ class ShardInsertError(RedpollError):
     it, and retries the whole batch (shards that stored theirs drop the copies). An HTTP
     client gets a 503 with `Retry-After`; the shards' own errors are logged, not sent.
 
-    `shards`: the shard count, so `rows_of_shards(rows, shards, set(errors))` gives the
-    rows that are not stored."""
+    `unstored`: the rows of the failed shards, as routed (columnar, in shard order): what
+    the batch still owes them."""
 
     status = 503
     retry_after = 1
 
-    def __init__(self, errors: Mapping[int, BaseException], shards: int = 0) -> None:
+    def __init__(
+        self,
+        errors: Mapping[int, BaseException],
+        unstored: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         self.errors = dict(errors)
-        self.shards = shards
+        self.unstored = {name: list(values) for name, values in (unstored or {}).items()}
         failed = ", ".join(str(s) for s in sorted(self.errors))
         super().__init__(
             f"{len(self.errors)} shard(s) ({failed}) did not store their part of the batch:"
@@ -184,5 +178,7 @@ class ShardedWriter:
                     errors[shard] = exc
                     results.append(None)
         if errors:
-            raise ShardInsertError(errors, len(self.writers))
+            failed = [parts[shard] for shard in sorted(errors)]
+            unstored = {name: [v for part in failed for v in part[name]] for name in failed[0]}
+            raise ShardInsertError(errors, unstored)
         return ShardedInsertResult(tuple(results), time.perf_counter() - started)

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import quote_identifier
 from redpoll.cluster.ddl import EVENT_TABLES
-from redpoll.cluster.routing import ShardedWriter, ShardInsertError, rows_of_shards
+from redpoll.cluster.routing import ShardedWriter, ShardInsertError
 from redpoll.cluster.shards import shard_targets
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
 from redpoll.ingest.convert import Limits
@@ -310,9 +310,7 @@ class _Committer:
             return
         self._attempts.pop(seq, None)
         if isinstance(exc, ShardInsertError):  # the other shards stored their part
-            batch = dataclasses.replace(
-                batch, columns=rows_of_shards(batch.columns, exc.shards, set(exc.errors))
-            )
+            batch = dataclasses.replace(batch, columns=exc.unstored)
         try:
             self._quarantine([_as_quarantine(batch, exc)])
         except Exception:  # kept in the log: inserted at the next start
