@@ -503,7 +503,7 @@ class _ForUserBench:
         replay_config = EvalConfig(dataset=config.dataset or Path(), project_dir=config.project_dir)
         self.store: Store = setup_store(replay_config, work, [dict(i) for i in items])
         try:
-            registry = load_endpoints(replay_config, self.store)
+            registry = load_endpoints(replay_config.project_dir, self.store)
             endpoint = registry.snapshot.get(ENDPOINT)
             declared = {p.name for p in endpoint.params}
             self.ignored = sorted(set(config.for_user_params) - declared)

@@ -296,7 +296,7 @@ class _Run:
         base = EvalConfig(dataset=config.dataset, project_dir=config.project_dir)
         self.store: Store = setup_store(base, work, [dict(i) for i in items])
         try:
-            registry = load_endpoints(base, self.store)
+            registry = load_endpoints(base.project_dir, self.store)
             self.left_out: list[str] = []
             if not config.all_views:
                 self.left_out = self._leave_out_unread_views(registry)

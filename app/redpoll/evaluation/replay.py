@@ -487,7 +487,7 @@ def _open_bench(
     config: EvalConfig, work: Path, items: list[dict[str, Any]], say: Callable[[str], None]
 ) -> _Bench:
     store = setup_store(config, work, items)
-    registry = load_endpoints(config, store)
+    registry = load_endpoints(config.project_dir, store)
     views_left_out: list[str] = []
     tables_left_out: list[str] = []
     if not config.all_views:
@@ -510,14 +510,14 @@ def setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> 
     return store
 
 
-def load_endpoints(config: EvalConfig, store: Store) -> Registry:
-    """The project's endpoints against the scratch store; both evaluated ones must load."""
+def load_endpoints(
+    project_dir: Path, store: Store, required: Sequence[str] = ("for_user", "also_bought")
+) -> Registry:
+    """The project's endpoints against the scratch store; the evaluated ones must load."""
     admin, database = store.admin, store.target.database
-    registry = Registry(
-        config.project_dir / "endpoints", lambda: catalog_from_client(admin, database)
-    )
+    registry = Registry(project_dir / "endpoints", lambda: catalog_from_client(admin, database))
     snap = registry.reload()
-    for name in ("for_user", "also_bought"):
+    for name in required:
         if name not in snap.endpoints:
             errors = "; ".join(str(e) for e in snap.errors)
             raise RuntimeError(f"endpoint {name!r} not loaded: {errors or 'file missing'}")

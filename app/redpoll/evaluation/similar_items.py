@@ -36,9 +36,9 @@ from redpoll.clickhouse.client import Client
 from redpoll.embeddings.factorize import DIMENSIONS
 from redpoll.embeddings.training import StoreRunner, TrainResult, train
 from redpoll.endpoints.executor import execute, prepare
-from redpoll.endpoints.loader import catalog_from_client
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.metrics import score_list
+from redpoll.evaluation.replay import load_endpoints
 from redpoll.evaluation.scratch import (
     drop_unread_views,
     event_writer,
@@ -114,7 +114,7 @@ def evaluate_similar(config: SimilarConfig) -> SimilarResult:
         )
         try:
             store.migrations().up()
-            registry = _registry(config, store)
+            registry = load_endpoints(config.project_dir, store, ("similar_items", "also_bought"))
             _drop_unread_views(store, registry)
             t0 = time.perf_counter()
             _load(store, items, train_events)
@@ -177,19 +177,6 @@ def _cases(events: Sequence[Mapping[str, Any]], sample_every: int) -> list[_Case
         for order, basket in baskets.items()
         if len(basket) > 1 and (sample_every <= 1 or stable_hash(order) % sample_every == 0)
     ]
-
-
-def _registry(config: SimilarConfig, store: Store) -> Registry:
-    admin, database = store.admin, store.target.database
-    registry = Registry(
-        config.project_dir / "endpoints", lambda: catalog_from_client(admin, database)
-    )
-    snap = registry.reload()
-    for name in ("similar_items", "also_bought"):
-        if name not in snap.endpoints:
-            errors = "; ".join(str(e) for e in snap.errors)
-            raise RuntimeError(f"endpoint {name!r} not loaded: {errors or 'file missing'}")
-    return registry
 
 
 def _drop_unread_views(store: Store, registry: Registry) -> None:
