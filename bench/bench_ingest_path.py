@@ -24,7 +24,7 @@ freshness p50/p99, small-request rate / floor, per-view milliseconds per insert.
 
     .venv/bin/python bench/bench_ingest_path.py [--batch 5000] [--clients 4] [--limit N]
         [--small-seconds 20] [--small-clients 32] [--view-sample 50000] [--skip none,views]
-        [--ack visible|durable]
+        [--ack visible|durable] [--ack-max-backlog-rows N]
 
 The servers run with REDPOLL_ADMIN_TOKEN set and REDPOLL_RATE_LIMIT_IP_RPS=0,
 REDPOLL_RATE_LIMIT_RPS=0 (the per-IP and per-token rate limits would otherwise throttle a
@@ -433,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         default="visible",
         help="the servers' `ack` setting (durable: 202 after the write-ahead log)",
     )
+    parser.add_argument(
+        "--ack-max-backlog-rows",
+        type=int,
+        help="the servers' `ack_max_backlog_rows` (default: the setting's; 0: no bound)",
+    )
     parser.add_argument("--view-sample", type=int, default=50_000)
     parser.add_argument("--skip", default="", help="comma-separated: none, small, views")
     args = parser.parse_args(argv)
@@ -455,7 +460,10 @@ def main(argv: list[str] | None = None) -> int:
             if label in skip:
                 continue
             project = make_project(Path(tmp), views=label == "all")
-            with run_server(project, env={**ENV, "REDPOLL_ACK": args.ack}) as server:
+            env = {**ENV, "REDPOLL_ACK": args.ack}
+            if args.ack_max_backlog_rows is not None:
+                env["REDPOLL_ACK_MAX_BACKLOG_ROWS"] = str(args.ack_max_backlog_rows)
+            with run_server(project, env=env) as server:
                 probe: dict[str, list[str]] | None = None
                 if label == "all":
                     http = Http(server.url)

@@ -29,6 +29,8 @@ class RedpollError(Exception):
     status: int = 500
     #: seconds, sent as `Retry-After` (429/503 answers)
     retry_after: int | None = None
+    #: a 5xx whose message is for the caller (else the body says only "internal error")
+    public: bool = False
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)

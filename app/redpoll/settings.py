@@ -156,6 +156,22 @@ SETTINGS: tuple[Setting, ...] = (
         "write-ahead log, the INSERT following (landing data sources only; `wait=true` "
         "always waits for the INSERT).",
     ),
+    Setting(
+        "ack_max_backlog_rows",
+        int,
+        20_000,
+        "With `ack = durable`: most acknowledged rows of a data source that may wait for "
+        "their INSERT. A request arriving above it waits until the committer catches up "
+        "(503 after `ack_backlog_wait_s`, nothing stored), so the views lag an "
+        "acknowledgement by about two INSERTs of this size. 0: no bound.",
+    ),
+    Setting(
+        "ack_backlog_wait_s",
+        float,
+        30.0,
+        "With `ack = durable`: seconds a request may wait for the backlog to fall below "
+        "`ack_max_backlog_rows` before it is answered 503 with Retry-After.",
+    ),
     Setting("max_url_bytes", int, 8192, "Longest request target (path and query). Longer: 414."),
     Setting(
         "max_rows_per_request",
@@ -360,6 +376,8 @@ class Settings:
     q_seconds_per_minute: float
     q_rows_per_minute: int
     ack: str
+    ack_max_backlog_rows: int
+    ack_backlog_wait_s: float
     max_url_bytes: int
     max_rows_per_request: int
     read_pool_size: int

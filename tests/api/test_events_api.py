@@ -7,6 +7,7 @@ import gzip
 import json
 import pickle
 import threading
+import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -719,3 +720,42 @@ def test_durable_ack_answers_from_the_log_and_the_views_follow(
         assert admin_client.command("SELECT count() FROM events WHERE event_id = 'late'") == 1
     finally:
         service.close()
+
+
+def test_durable_ack_backlog_is_bounded(
+    shop: Path, store: Store, settings: Settings, admin_client: Client
+) -> None:
+    """With `ack = "durable"` at most `ack_max_backlog_rows` acknowledged rows wait for
+    their INSERT: while the committer cannot insert (the write lock held, as a mutation
+    holds it), a request above the bound waits and is answered 503 with Retry-After after
+    `ack_backlog_wait_s`, nothing of it stored; once the committer catches up, requests are
+    acknowledged again and every acknowledged row is stored."""
+    bounded = dataclasses.replace(
+        settings, ack="durable", ack_max_backlog_rows=10, ack_backlog_wait_s=0.5
+    )
+
+    def rows(prefix: str, n: int) -> str:
+        return "\n".join(
+            json.dumps({"event_id": f"{prefix}{j}", "item_id": f"i{j}", "event_type": "view"})
+            for j in range(n)
+        )
+
+    with api_client(bounded, store) as api:
+        ingest = app_state(api.app.state).ingest
+        with ingest.exclusive("events"):
+            first = post(api, "events", rows("a", 10), wait=False)
+            assert first.status_code == 202, first.text
+            started = time.monotonic()
+            refused = post(api, "events", rows("b", 1), wait=False)
+            assert time.monotonic() - started >= 0.5
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert "ack_max_backlog_rows" in refused.json()["error"]
+        # the committer drains the backlog: the next requests are acknowledged
+        for k in range(3):
+            assert post(api, "events", rows(f"c{k}-", 10), wait=False).status_code == 202
+        assert post(api, "events", rows("w", 1)).status_code == 200
+        assert ingest.status()["events"]["unapplied"] == 0
+    stored = admin_client.query("SELECT event_id FROM events ORDER BY event_id").result_rows
+    assert [r[0] for r in stored if r[0].startswith("b")] == []
+    assert len(stored) == 10 + 30 + 1

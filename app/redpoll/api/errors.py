@@ -70,7 +70,9 @@ def _redpoll_error(request: Request[Any, Any, Any], exc: RedpollError) -> Respon
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     message = exc.message
-    if exc.status >= 500:  # our fault: the details (paths, SQL) go to the log only
+    # our fault: the details (paths, SQL) go to the log only, unless the error says it
+    # is meant for the caller (e.g. a full ingest backlog: ingest/backlog.py)
+    if exc.status >= 500 and not exc.public:
         rid = request_id(request.scope)
         log.error("%s on %s %s (request %s)", message, request.method, request.url.path, rid)
         message = f"internal error (request {rid}); see the server log"

@@ -66,6 +66,7 @@ from redpoll.cluster.ddl import EVENT_TABLES
 from redpoll.cluster.routing import ShardedWriter, ShardInsertError
 from redpoll.cluster.shards import shard_targets
 from redpoll.errors import ConfigError, EndpointNotFound, ParameterError, PayloadTooLarge
+from redpoll.ingest.backlog import AckBacklog
 from redpoll.ingest.convert import Limits
 from redpoll.ingest.datasources import DataSource, discover_datasources, ensure_quarantine_table
 from redpoll.ingest.validate import (
@@ -153,14 +154,17 @@ class _Committer:
         wal: WriteAheadLog | None = None,
         shards: Sequence[tuple[Client, str]] = (),
         cluster: bool = False,
+        backlog: AckBacklog | None = None,
     ) -> None:
-        """`shards`: cluster mode's (client, database) per shard, owned and closed by
+        """`backlog`: the bound on logged rows waiting for their INSERT (with `wal`).
+        `shards`: cluster mode's (client, database) per shard, owned and closed by
         this committer like `client`; a landing data source is then written through a
         `ShardedWriter`. `cluster`: a plain data source goes through its
         `<table>_all_nodes` when there is one."""
         self.datasource = datasource
         #: acknowledged batches not inserted yet (`ack = "durable"`, ingest/wal.py)
         self.wal = wal
+        self.backlog = backlog if backlog is not None else AckBacklog(0, 0.0)
         self._attempts: dict[int, int] = {}
         self.versions = versions if versions is not None else DataVersions()
         self.max_rows = max_rows
@@ -208,7 +212,13 @@ class _Committer:
         append it to the write-ahead log (fsync), after which it is never dropped."""
         seq = None
         if logged and self.wal is not None:
-            seq = self.wal.append(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            self.backlog.admit(batch.rows, self.datasource.name)
+            try:
+                seq = self.wal.append(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            except BaseException:
+                self.backlog.release(batch.rows)
+                raise
+            self.backlog.logged(seq, batch.rows)
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._queue.put((batch, future, dedup_token, seq))
         return future
@@ -263,7 +273,9 @@ class _Committer:
             gather_until = time.monotonic() + (LOGGED_GATHER_S if item[3] is not None else 0)
             while rows < self.max_rows:
                 try:
-                    wait = gather_until - time.monotonic()
+                    # no more can be acknowledged once the backlog is full: insert now
+                    full = 0 < self.backlog.max_rows <= rows
+                    wait = 0.0 if full else gather_until - time.monotonic()
                     nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
@@ -290,6 +302,7 @@ class _Committer:
         logged = [item[3] for item in group if item[3] is not None]
         if logged and self.wal is not None:
             self.wal.mark_applied(logged)
+            self.backlog.applied(logged)
         for item in group:
             item[1].set_result(None)
 
@@ -317,6 +330,7 @@ class _Committer:
             log.exception("acknowledged batch %d could not be quarantined either", seq)
             return
         self.wal.mark_applied([seq])
+        self.backlog.applied([seq])
         future.set_result(None)
 
     def _insert(self, batches: list[ValidatedBatch], dedup_token: str | None = None) -> None:
@@ -460,6 +474,16 @@ class IngestService:
         #: "durable": a request without wait=true into a landing data source is answered
         #: once its batch is in the write-ahead log (docs/adr, ack); "visible": after the INSERT
         self.ack = settings.ack if settings is not None else str(setting_default("ack"))
+        self.ack_max_backlog_rows = int(
+            settings.ack_max_backlog_rows
+            if settings is not None
+            else setting_default("ack_max_backlog_rows")
+        )
+        self.ack_backlog_wait_s = float(
+            settings.ack_backlog_wait_s
+            if settings is not None
+            else setting_default("ack_backlog_wait_s")
+        )
         self._admin = new_client()  # own client: discovery runs on request threads
         self._shard_admin: Client | None = None  # shard 0's, for its landing tables
         self._lock = threading.Lock()
@@ -618,6 +642,7 @@ class IngestService:
                         self._wal(datasource),
                         shards,
                         self.cluster,
+                        AckBacklog(self.ack_max_backlog_rows, self.ack_backlog_wait_s),
                     )
                 except BaseException:
                     client.close()
