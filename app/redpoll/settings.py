@@ -198,6 +198,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
     Setting(
+        "access_log",
+        bool,
+        False,
+        "Log one line per HTTP request (uvicorn's access log). Off by default, as in "
+        "gunicorn: every endpoint call and append is already a row of `pipe_stats` / "
+        "`datasources_ops_log`, and the line cost about a third of the server's time per "
+        "small request (README, ingest figures).",
+    ),
+    Setting(
         "log_format",
         str,
         "json",
@@ -386,6 +395,7 @@ class Settings:
     cache: bool
     cache_max_bytes: int
     log_level: str
+    access_log: bool
     log_format: str
     stats_retention_days: int
     kafka_brokers: str

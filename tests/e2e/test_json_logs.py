@@ -27,7 +27,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_line_is_json_with_request_ids_and_no_tokens(project: Path) -> None:
     token = "tok-" + secrets.token_urlsafe(24)
-    env = {"REDPOLL_ADMIN_TOKEN": token, "REDPOLL_LOG_LEVEL": "info", "REDPOLL_LOG_FORMAT": "json"}
+    env = {
+        "REDPOLL_ADMIN_TOKEN": token,
+        "REDPOLL_LOG_LEVEL": "info",
+        "REDPOLL_LOG_FORMAT": "json",
+        "REDPOLL_ACCESS_LOG": "true",
+    }
     sent_ids: list[str] = []
     answered_ids: list[str] = []
     with run_server(project, env=env) as server, server.client(authenticated=False) as http:

@@ -28,7 +28,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tokens_stay_out_of_the_log_and_the_bodies(project: Path) -> None:
     token = "tok-" + secrets.token_urlsafe(24)
-    env = {"REDPOLL_ADMIN_TOKEN": token, "REDPOLL_LOG_LEVEL": "info", "REDPOLL_AUTH": "true"}
+    env = {
+        "REDPOLL_ADMIN_TOKEN": token,
+        "REDPOLL_LOG_LEVEL": "info",
+        "REDPOLL_AUTH": "true",
+        "REDPOLL_ACCESS_LOG": "true",
+    }
     requests: list[tuple[str, str, bytes | None]] = [
         ("GET", f"/v0/health?token={token}", None),
         ("GET", f"/v0/pipes/no_such_pipe.json?token={token}", None),

@@ -91,10 +91,10 @@ def _catalog(state: State) -> dict[str, DataSourceInfo]:
         return read_datasources(store.admin, wiring.settings.project_dir, store.target.database)
 
 
-def import_guard(connection: Connection, handler: BaseRouteHandler) -> None:
+async def import_guard(connection: Connection, handler: BaseRouteHandler) -> None:
     """`mode=append` (default): `DATASOURCES:APPEND` on `?name=`; `mode=replace`: ADMIN."""
     mode = connection.query_params.get("mode", "append")
-    (admin_guard if mode == "replace" else append_guard)(connection, handler)
+    await (admin_guard if mode == "replace" else append_guard)(connection, handler)
 
 
 def _format(given: str | None, filename: str, field: str, content_type: str) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from litestar.datastructures import State
 
     from redpoll.api.metrics import Metrics
@@ -56,6 +58,8 @@ class AppState:
     #: answers of endpoint calls (endpoints/cache.py); None: the cache is off
     result_cache: ResultCache | None = None
     ingest: IngestService = dataclasses.field(init=False, repr=False)
+    #: the threads `POST /v0/events` validates and logs in (api/events.py)
+    ingest_threads: ThreadPoolExecutor = dataclasses.field(init=False, repr=False)
     #: long data operations (api/jobs.py) and the data source mutations they run
     jobs: JobRunner = dataclasses.field(init=False, repr=False)
     mutations: Mutations = dataclasses.field(init=False, repr=False)

@@ -67,6 +67,17 @@ class TokenRegistry:
             raise Unauthorized("invalid token")
         return found
 
+    def answers_from_memory(self, value: str) -> bool:
+        """`authenticate(value)` reads no table: the token is known, a JWT, empty, or
+        unknown with the last re-read under `MISS_RELOAD_S` ago (the server's guards
+        call `authenticate` on the event loop then, else in a worker thread)."""
+        if not value or looks_like_jwt(value):
+            return True
+        digest = hash_token(value)
+        if digest in self._fixed or digest in self._by_hash:
+            return True
+        return time.monotonic() - self._loaded_at <= MISS_RELOAD_S
+
     def records(self) -> list[TokenRecord]:
         return sorted(self._records.values(), key=lambda r: r.name)
 

@@ -77,6 +77,7 @@ def serve(project_dir: str | None, host: str | None, port: int | None, dev: bool
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            access_log=settings.access_log,
             log_config=None,  # uvicorn's loggers propagate to the root handler above
             lifespan="on",
             timeout_graceful_shutdown=10,
