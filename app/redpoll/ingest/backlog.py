@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from redpoll.errors import RedpollError
+from redpoll.settings import setting_default
+
+if TYPE_CHECKING:
+    from redpoll.settings import Settings
 
 __all__ = ("AckBacklog", "BacklogFull")
 
@@ -37,6 +42,16 @@ class AckBacklog:
         self._cond = threading.Condition()
         self._rows = 0
         self._by_record: dict[int, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None) -> AckBacklog:
+        """A data source's bound from `ack_max_backlog_rows` and `ack_backlog_wait_s`
+        (their defaults without settings)."""
+        if settings is None:
+            return cls(
+                setting_default("ack_max_backlog_rows"), setting_default("ack_backlog_wait_s")
+            )
+        return cls(settings.ack_max_backlog_rows, settings.ack_backlog_wait_s)
 
     @property
     def rows(self) -> int:

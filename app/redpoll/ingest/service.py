@@ -474,16 +474,7 @@ class IngestService:
         #: "durable": a request without wait=true into a landing data source is answered
         #: once its batch is in the write-ahead log (docs/adr, ack); "visible": after the INSERT
         self.ack = settings.ack if settings is not None else str(setting_default("ack"))
-        self.ack_max_backlog_rows = int(
-            settings.ack_max_backlog_rows
-            if settings is not None
-            else setting_default("ack_max_backlog_rows")
-        )
-        self.ack_backlog_wait_s = float(
-            settings.ack_backlog_wait_s
-            if settings is not None
-            else setting_default("ack_backlog_wait_s")
-        )
+        self._settings = settings  # each committer's backlog bound (`AckBacklog.from_settings`)
         self._admin = new_client()  # own client: discovery runs on request threads
         self._shard_admin: Client | None = None  # shard 0's, for its landing tables
         self._lock = threading.Lock()
@@ -642,7 +633,7 @@ class IngestService:
                         self._wal(datasource),
                         shards,
                         self.cluster,
-                        AckBacklog(self.ack_max_backlog_rows, self.ack_backlog_wait_s),
+                        AckBacklog.from_settings(self._settings),
                     )
                 except BaseException:
                     client.close()
