@@ -189,6 +189,13 @@ def test_train_stores_vectors_and_swaps_models_atomically(shop: LocalBackend) ->
 
 
 TRAINED = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+#: the similar_items tests' catalog (x3 unavailable)
+CATALOG = [
+    {"item_id": "x1", "title": "ONE", "category": "c", "price": 1.0},
+    {"item_id": "x2", "title": "TWO", "category": "c", "price": 2.0},
+    {"item_id": "x3", "title": "THREE", "category": "d", "price": 3.0, "available": False},
+    {"item_id": "x4", "title": "FOUR", "category": "d", "price": 4.0},
+]
 
 
 def _model(store: Store, version: int, vectors: dict[str, list[float]]) -> None:
@@ -206,13 +213,7 @@ def _model(store: Store, version: int, vectors: dict[str, list[float]]) -> None:
 def test_similar_items_exact_rows(shop: LocalBackend) -> None:
     """Hand-made 2-d vectors: score = cosine similarity to x1 = (1, 0)."""
     store = shop.store
-    catalog = [
-        {"item_id": "x1", "title": "ONE", "category": "c", "price": 1.0},
-        {"item_id": "x2", "title": "TWO", "category": "c", "price": 2.0},
-        {"item_id": "x3", "title": "THREE", "category": "d", "price": 3.0, "available": False},
-        {"item_id": "x4", "title": "FOUR", "category": "d", "price": 4.0},
-    ]
-    shop.ingest("items", _ndjson(catalog))
+    shop.ingest("items", _ndjson(CATALOG))
     status, data = shop.run_endpoint("similar_items", {"item_id": "x1"})
     assert (status, data) == (200, [])  # no model yet
     _model(
@@ -290,13 +291,7 @@ def test_similar_items_exact_rows(shop: LocalBackend) -> None:
 def test_similar_items_without_a_vector_falls_back_to_popularity(shop: LocalBackend) -> None:
     """Issue 20: "with no signal at all, fall back to popularity", never an empty list:
     an item the current model has no vector for gets the most ordered items."""
-    catalog = [
-        {"item_id": "x1", "title": "ONE", "category": "c", "price": 1.0},
-        {"item_id": "x2", "title": "TWO", "category": "c", "price": 2.0},
-        {"item_id": "x3", "title": "THREE", "category": "d", "price": 3.0, "available": False},
-        {"item_id": "x4", "title": "FOUR", "category": "d", "price": 4.0},
-    ]
-    shop.ingest("items", _ndjson(catalog))
+    shop.ingest("items", _ndjson(CATALOG))
     # orders with x2: 3, x4: 2 (one of them alone), x3: 2 (unavailable), z9 (no catalog row): 1
     orders = [["x2", "x4"], ["x2", "x3"], ["x2", "x3", "z9"], ["x4"]]
     shop.ingest("events", _ndjson(_events(orders)))
