@@ -319,6 +319,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--ingest-clients", type=int, default=4)
     add("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + str(SYSTEMS))
     add("--budget", type=float, default=540, help="seconds the whole run may take")
+    add(
+        "--ack",
+        choices=("visible", "durable"),
+        default="visible",
+        help="Redpoll's `ack` setting (durable: 202 once in the write-ahead log, ADR 0022)",
+    )
     add("--seed", type=int, default=18)
     add("--quick", action="store_true", help="smoke test: 30k events, few requests")
     args = parser.parse_args(argv)
@@ -397,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                     key, api, redis_servers, replay, workload, probes, args, budget, after
                 )
                 continue
-            env = {**ENV, "REDPOLL_LOG_LEVEL": "warning"}
+            env = {**ENV, "REDPOLL_LOG_LEVEL": "warning", "REDPOLL_ACK": args.ack}
             env.update((cache_on or {}) if key == "on" else cache_off)  # raw: no cache either
             with run_server(projects[key], env=env, ready_timeout=120) as server:
                 api = Api(server.url, "redpoll")

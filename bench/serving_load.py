@@ -43,22 +43,30 @@ class Api:
         return EVENTS_PATH[self.style]
 
 
-def skewed_params(events: Sequence[dict[str, Any]], seed: int) -> Callable[[str], dict[str, Any]]:
-    """A source of request parameters per endpoint: item and user ids drawn with
-    probability proportional to their number of events in the data (Online Retail's own
+def request_keys(events: Sequence[dict[str, Any]]) -> dict[str, tuple[str, list[Any], list[int]]]:
+    """Per endpoint, the parameter that picks its answer, the values asked for and their
+    weights: item and user ids by their number of events in the data (Online Retail's own
     request skew: the most frequent item has 2,313 events, the median a few dozen)."""
     items = Counter(e["item_id"] for e in events)
     users = Counter(e["user_id"] for e in events if e["user_id"])
-    item_ids, item_w = list(items), list(itertools.accumulate(items.values()))
-    user_ids, user_w = list(users), list(itertools.accumulate(users.values()))
+    return {
+        "also_bought": ("item_id", list(items), list(items.values())),
+        "trending": ("hours", [24, 72, 168], [1, 3, 1]),
+        "for_user": ("user_id", list(users), list(users.values())),
+    }
+
+
+def skewed_params(events: Sequence[dict[str, Any]], seed: int) -> Callable[[str], dict[str, Any]]:
+    """A source of request parameters per endpoint, drawn by `request_keys`' weights."""
+    keys = {
+        endpoint: (name, values, list(itertools.accumulate(weights)))
+        for endpoint, (name, values, weights) in request_keys(events).items()
+    }
     rng = random.Random(seed)
 
     def draw(endpoint: str) -> dict[str, Any]:
-        if endpoint == "also_bought":
-            return {"item_id": rng.choices(item_ids, cum_weights=item_w)[0], "limit": 10}
-        if endpoint == "for_user":
-            return {"user_id": rng.choices(user_ids, cum_weights=user_w)[0], "limit": 10}
-        return {"hours": rng.choices((24, 72, 168), (1, 3, 1))[0], "limit": 10}
+        name, values, cum_weights = keys[endpoint]
+        return {name: rng.choices(values, cum_weights=cum_weights)[0], "limit": 10}
 
     return draw
 

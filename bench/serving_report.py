@@ -44,7 +44,8 @@ def markdown(results: dict[str, Any], info: dict[str, Any]) -> str:
     concurrency = sorted({lv.concurrency for k in keys for lv in results[k]["levels"]})
     lines = [
         f"Serving side by side ({info['date']}, {info['machine']}): "
-        f"`.venv/bin/python bench/bench_serving.py`. Online Retail, {info['events']:,} events: "
+        f"`.venv/bin/python bench/bench_serving.py --ack {args.get('ack', 'visible')}`. "
+        f"Online Retail, {info['events']:,} events: "
         f"the first {info['preloaded']:,} loaded before measuring, the rest replayed through "
         f"each system's POST endpoint at {float(args['rate']):,.0f} events/s in requests of "
         f"{args['batch']} during every level; ids drawn by their event count in the data; up "

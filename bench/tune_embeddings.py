@@ -24,7 +24,7 @@ from scipy import sparse
 from redpoll.datasets.online_retail import read_events
 from redpoll.embeddings import factorize
 from redpoll.evaluation.metrics import score_list
-from redpoll.evaluation.similar_items import _cases, recall_at
+from redpoll.evaluation.similar_items import basket_cases, recall_at
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO.parent / "shared" / "data" / "online-retail" / "online_retail.csv.gz"
@@ -44,7 +44,7 @@ def main() -> int:
         if e["ts"] < cut and e["event_type"] == "purchase":
             baskets[e["order_id"]].add(e["item_id"])
     contexts = [sorted(b) for b in baskets.values() if 2 <= len(b) <= 50]
-    cases = _cases([e for e in events if e["ts"] >= cut], args.sample_every)
+    cases = basket_cases([e for e in events if e["ts"] >= cut], args.sample_every)
     index: dict[str, int] = {}
     rows, cols = [], []
     for r, items in enumerate(contexts):

@@ -49,7 +49,15 @@ from redpoll.evaluation.scratch import (
 from redpoll.evaluation.timeline import iso, ms, stable_hash
 from redpoll.store import Store
 
-__all__ = ("SimilarConfig", "SimilarResult", "evaluate_similar", "format_table")
+__all__ = (
+    "BasketCase",
+    "SimilarConfig",
+    "SimilarResult",
+    "basket_cases",
+    "evaluate_similar",
+    "format_table",
+    "recall_at",
+)
 
 METHODS = ("similar_items", "also_bought", "popularity")
 
@@ -84,7 +92,9 @@ class SimilarResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Case:
+class BasketCase:
+    """One test invoice: its first item is shown, the rest are what it should find."""
+
     order_id: str
     first: str
     rest: frozenset[str]
@@ -101,7 +111,7 @@ def evaluate_similar(config: SimilarConfig) -> SimilarResult:
     items = read_items(config.dataset, limit=config.max_lines)
     cut_ms = _cut_ms(events, config.cut)
     train_events = [e for e in events if e["ts"] < cut_ms]
-    cases = _cases([e for e in events if e["ts"] >= cut_ms], config.sample_every)
+    cases = basket_cases([e for e in events if e["ts"] >= cut_ms], config.sample_every)
     popularity = collections.Counter(
         e["item_id"] for e in train_events if e["event_type"] == "purchase"
     )
@@ -162,7 +172,7 @@ def _cut_ms(events: Sequence[Mapping[str, Any]], cut: dt.datetime | None) -> int
     return int(events[int(len(events) * 0.8)]["ts"])
 
 
-def _cases(events: Sequence[Mapping[str, Any]], sample_every: int) -> list[_Case]:
+def basket_cases(events: Sequence[Mapping[str, Any]], sample_every: int) -> list[BasketCase]:
     """Purchase invoices with at least two distinct items, in time order, sampled by the
     replay's stable hash of the invoice number."""
     baskets: dict[str, list[str]] = {}
@@ -173,7 +183,7 @@ def _cases(events: Sequence[Mapping[str, Any]], sample_every: int) -> list[_Case
         if e["item_id"] not in basket:
             basket.append(e["item_id"])
     return [
-        _Case(order, basket[0], frozenset(basket[1:]))
+        BasketCase(order, basket[0], frozenset(basket[1:]))
         for order, basket in baskets.items()
         if len(basket) > 1 and (sample_every <= 1 or stable_hash(order) % sample_every == 0)
     ]
@@ -195,7 +205,7 @@ def _load(store: Store, items: Sequence[Mapping[str, Any]], events: Sequence[Any
 def _score(
     store: Store,
     registry: Registry,
-    cases: Sequence[_Case],
+    cases: Sequence[BasketCase],
     popularity: collections.Counter[str],
     k: int,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:

@@ -21,12 +21,12 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redpoll.clickhouse.client import DatabaseError, quote_identifier
-from redpoll.cluster.ddl import layout_for, render_cluster_statements
+from redpoll.cluster.ddl import ClusterLayout, layout_for, render_cluster_statements
 from redpoll.errors import MigrationError
 from redpoll.migrations.files import (
     MigrationFile,
@@ -187,6 +187,7 @@ class MigrationRunner:
                 + ". Applied migrations are immutable: restore the file and add a new migration."
             )
         applied: list[MigrationState] = []
+        layout = self.layout(files.values()) if self.cluster else None
         with self._lock():
             records = self._records()
             for version in sorted(files):
@@ -195,21 +196,32 @@ class MigrationRunner:
                 rec = records.get(version)
                 if rec is not None and rec.status == "applied":
                     continue
-                applied.append(self._apply(files[version], rec, log))
+                statements = self.render(files[version], layout)
+                applied.append(self._apply(files[version], statements, rec, log))
         return applied
 
-    def render(self, migration: MigrationFile) -> list[Statement]:
+    def layout(self, migrations: Iterable[MigrationFile] | None = None) -> ClusterLayout:
+        """The cluster layout of every migration (`migrations`, else the directory's)."""
+        every = discover(self.directory) if migrations is None else migrations
+        return layout_for(every, self.database, self.cluster)
+
+    def render(
+        self, migration: MigrationFile, layout: ClusterLayout | None = None
+    ) -> list[Statement]:
         """The statements to run: on a cluster (`cluster` set) the sharded layout of
-        cluster/ddl.py (docs/adr/0023-cluster-sharding.md), else the file as rendered."""
+        cluster/ddl.py (docs/adr/0023-cluster-sharding.md; `layout` once per run, else
+        derived here), else the file as rendered."""
         if not self.cluster:
             return render_statements(migration, template_variables(self.database, self.cluster))
-        layout = layout_for(discover(self.directory), self.database, self.cluster)
-        return render_cluster_statements(migration, layout)
+        return render_cluster_statements(migration, layout or self.layout())
 
     def _apply(
-        self, migration: MigrationFile, previous: _Record | None, log: Callable[[str], None]
+        self,
+        migration: MigrationFile,
+        statements: list[Statement],
+        previous: _Record | None,
+        log: Callable[[str], None],
     ) -> MigrationState:
-        statements = self.render(migration)
         already = list(previous.statements_done) if previous and previous.status == "failed" else []
         done: list[str] = []
         started = time.perf_counter()
