@@ -64,7 +64,7 @@ from serving_load import (
 from serving_report import write_report
 
 from redpoll.datasets.online_retail import read_items
-from redpoll.settings import SETTINGS
+from redpoll.settings import ACK_MODES, SETTINGS, setting_default
 from redpoll.testing import RunningServer, copy_project, free_port, run_cli, run_server
 
 BENCH = Path(__file__).resolve().parent
@@ -321,10 +321,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--budget", type=float, default=540, help="seconds the whole run may take")
     add(
         "--ack",
-        choices=("visible", "durable"),
-        default="visible",
+        choices=ACK_MODES,
+        default=setting_default("ack"),
         help="Redpoll's `ack` setting (durable: 202 once in the write-ahead log, ADR 0022)",
     )
+    add("--ack-gather-s", type=float, default=None, help="Redpoll's `ack_gather_s` (durable)")
     add("--seed", type=int, default=18)
     add("--quick", action="store_true", help="smoke test: 30k events, few requests")
     args = parser.parse_args(argv)
@@ -404,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 continue
             env = {**ENV, "REDPOLL_LOG_LEVEL": "warning", "REDPOLL_ACK": args.ack}
+            if args.ack_gather_s is not None:
+                env["REDPOLL_ACK_GATHER_S"] = str(args.ack_gather_s)
             env.update((cache_on or {}) if key == "on" else cache_off)  # raw: no cache either
             with run_server(projects[key], env=env, ready_timeout=120) as server:
                 api = Api(server.url, "redpoll")

@@ -533,8 +533,8 @@ def test_q_rows_budget_per_token(shop: Path, settings: Settings, store: Store) -
             json.dumps({"user_id": f"u{i}", "item_id": f"i{i}", "event_type": "view"})
             for i in range(20)
         )
-        stored = api.post("/v0/events", params={"name": "events"}, content=events)
-        assert stored.status_code in (200, 202), stored.text
+        stored = api.post("/v0/events", params={"name": "events", "wait": "true"}, content=events)
+        assert stored.status_code == 200, stored.text
         token = create_token(api, "reader_of_events", "DATASOURCES:READ:events")
         q = {"q": "SELECT user_id FROM events FORMAT JSON"}
         first = call(api, "GET", "/v0/sql", token, params=q)

@@ -102,13 +102,15 @@ def test_ndjson_ack_and_rows_visible(events_api: TestClient, admin_client: Clien
     assert r.json() == {"successful_rows": 10, "quarantined_rows": 0}
     assert admin_client.command("SELECT count() FROM events") == 10
 
+    # without wait=true, the default `ack = durable` answers 202 once the row is in the
+    # write-ahead log; the committer's next INSERT makes it visible (ADR 0022)
     r = post(events_api, "events", ndjson([{"event_type": "view", "item_id": "i9"}]), wait=False)
     assert r.status_code == 202
-    # generated event_id and server receive time when absent
-    row = admin_client.query(
-        "SELECT event_id != '', ts > now() - INTERVAL 1 MINUTE FROM events WHERE item_id = 'i9'"
-    ).result_rows
-    assert row == [(True, True)]
+    query = "SELECT event_id != '', ts > now() - INTERVAL 1 MINUTE FROM events WHERE item_id = 'i9'"
+    deadline = time.monotonic() + 10
+    while not (row := admin_client.query(query).result_rows) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert row == [(True, True)]  # generated event_id and server receive time when absent
 
 
 def test_single_object_array_gzip_and_extra_params(
@@ -759,3 +761,22 @@ def test_durable_ack_backlog_is_bounded(
     stored = admin_client.query("SELECT event_id FROM events ORDER BY event_id").result_rows
     assert [r[0] for r in stored if r[0].startswith("b")] == []
     assert len(stored) == 10 + 30 + 1
+
+
+@pytest.mark.parametrize("gather_s", [0.0, 2.0])
+def test_durable_ack_gathers_for_ack_gather_s(
+    shop: Path, store: Store, settings: Settings, admin_client: Client, gather_s: float
+) -> None:
+    """`ack_gather_s`: the committer waits that long after an acknowledged batch before
+    its INSERT, so requests acknowledged meanwhile share one INSERT (one batch number)."""
+    gathering = dataclasses.replace(settings, ack="durable", ack_gather_s=gather_s)
+    with api_client(gathering, store) as api:
+        for k in range(2):
+            body = json.dumps({"event_id": f"g{k}", "item_id": "i", "event_type": "view"})
+            assert post(api, "events", body, wait=False).status_code == 202
+            time.sleep(0.5)  # the first INSERT is under way by now unless the committer gathers
+        assert post(api, "events", json.dumps({"event_id": "w", "item_id": "i"})).status_code == 200
+    batches = admin_client.query(
+        "SELECT uniqExact(batch) FROM events WHERE event_id IN ('g0', 'g1')"
+    ).result_rows
+    assert batches == [(2 if gather_s == 0 else 1,)]

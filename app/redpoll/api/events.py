@@ -1,10 +1,10 @@
 """`POST /v0/events?name=<datasource>`: Tinybird-compatible Events API.
 
 Body: NDJSON, one JSON object, or a JSON array; `Content-Encoding: gzip` (or deflate)
-accepted; any Content-Type. Answers `{"successful_rows": N, "quarantined_rows": M}` once
-the rows are durable and visible in the views: 200 with `wait=true`, 202 otherwise (ADR
-0008); with the setting `ack = "durable"` a 202 comes once the rows are in the
-write-ahead log, before the INSERT (ingest/wal.py). Extra Tinybird query parameters
+accepted; any Content-Type. Answers `{"successful_rows": N, "quarantined_rows": M}`: 200
+with `wait=true` once the rows are visible in the views (ADR 0008); otherwise 202, by
+default (`ack = "durable"`) once the rows are in the write-ahead log, before the INSERT
+(ingest/wal.py, ADR 0022), with `ack = "visible"` after the INSERT. Extra Tinybird query parameters
 (`format`, `mode`, `from`, ...) are ignored.
 
 Limits (settings in `settings.py`, docs/ingestion.md), each a JSON error:

@@ -131,9 +131,6 @@ class _Stats:
 _Item = tuple[ValidatedBatch, "concurrent.futures.Future[None]", str | None, int | None]
 #: INSERT attempts of an acknowledged (logged) batch before its rows go to quarantine
 MAX_LOGGED_ATTEMPTS = 6
-#: seconds the committer gathers after an acknowledged batch before its INSERT: each
-#: INSERT costs a fixed ~0.1 s of views (README, ingest figures), so fewer, larger ones
-LOGGED_GATHER_S = 0.2
 
 
 class _Committer:
@@ -268,9 +265,11 @@ class _Committer:
                 return
             group = [item]
             rows = item[0].rows
-            # an acknowledged (logged) batch has no request waiting: gather for a moment,
-            # so that many small requests make one INSERT instead of one each
-            gather_until = time.monotonic() + (LOGGED_GATHER_S if item[3] is not None else 0)
+            # an acknowledged (logged) batch has no request waiting: gather for a moment
+            # (`ack_gather_s`), so that many small requests make one INSERT: each costs a
+            # fixed ~0.1-0.2 s of views (README, ingest figures)
+            gather = self.backlog.gather_s if item[3] is not None else 0.0
+            gather_until = time.monotonic() + gather
             while rows < self.max_rows:
                 try:
                     # no more can be acknowledged once the backlog is full: insert now
