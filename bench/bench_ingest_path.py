@@ -61,6 +61,7 @@ from http_replay import (
     request_bodies,
 )
 
+from redpoll.settings import ACK_MODES, setting_default
 from redpoll.testing import RunningServer, copy_project, run_cli, run_server
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -429,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-clients", type=int, default=32)
     parser.add_argument(
         "--ack",
-        choices=("visible", "durable"),
-        default="visible",
+        choices=ACK_MODES,
+        default=setting_default("ack"),
         help="the servers' `ack` setting (durable: 202 after the write-ahead log)",
     )
     parser.add_argument(
