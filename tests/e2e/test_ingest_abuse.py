@@ -256,6 +256,11 @@ def test_concurrent_abusive_ingest_with_kill_9_stores_exactly_what_was_acknowled
                 led.client_ids |= {json.loads(line)["event_id"] for line in body.splitlines()}
             send(http, build("boom", random.Random(9), "boom-c", []), led)
         traffic(server, led, "c", 8)
+        # a 202 (default `ack = durable`) is visible within the committer's next INSERTs,
+        # made in arrival order: once a `wait=true` request is answered, all earlier are
+        with server.client(timeout=60) as http:
+            last = event(random.Random(10), event_id="last")
+            send(http, Request("ids", ndjson([last]), 200, ids={"last"}), led)
         assert not led.surprises, led.surprises[:5]
         assert {"bomb", "too_big", "bad_offset", "deep", "bad_rows"} <= set(led.kinds)
 
