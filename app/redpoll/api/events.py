@@ -4,8 +4,8 @@ Body: NDJSON, one JSON object, or a JSON array; `Content-Encoding: gzip` (or def
 accepted; any Content-Type. Answers `{"successful_rows": N, "quarantined_rows": M}`: 200
 with `wait=true` once the rows are visible in the views (ADR 0008); otherwise 202, by
 default (`ack = "durable"`) once the rows are in the write-ahead log, before the INSERT
-(ingest/wal.py, ADR 0022), with `ack = "visible"` after the INSERT. Extra Tinybird query parameters
-(`format`, `mode`, `from`, ...) are ignored.
+(ingest/wal.py, ADR 0022), with `ack = "visible"` after the INSERT. Extra Tinybird query
+parameters (`format`, `mode`, `from`, ...) are ignored.
 
 Limits (settings in `settings.py`, docs/ingestion.md), each a JSON error:
 - a body larger than `max_body_bytes` as sent: 413. The handler reads the body itself

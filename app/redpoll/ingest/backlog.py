@@ -35,10 +35,10 @@ class BacklogFull(RedpollError):
 class AckBacklog:
     """Rows reserved by requests and rows logged but not inserted, per data source."""
 
-    def __init__(self, max_rows: int, wait_s: float, gather_s: float = 0.2) -> None:
+    def __init__(self, max_rows: int, wait_s: float, gather_s: float = 0.0) -> None:
         """`max_rows` 0: no bound (admit never waits). `gather_s`: how long the committer
         gathers acknowledged rows before their INSERT (each INSERT has a fixed cost, so
-        fewer and larger INSERTs leave more CPU to queries; freshness pays it)."""
+        fewer and larger INSERTs leave more CPU to queries; freshness pays it); 0: at once."""
         self.max_rows = max_rows
         self.wait_s = wait_s
         self.gather_s = gather_s
