@@ -102,6 +102,26 @@ def test_replay_learns_from_the_past(project: Path, tmp_path: Path) -> None:
     assert also["mrr"] == pytest.approx(0.9)
 
 
+def test_a_failed_replay_closes_its_engine(project: Path, tmp_path: Path) -> None:
+    # chDB opens one data path per process: a replay that fails half-way must close its
+    # scratch store, or every later replay in this process fails to open its own
+    rows: list[list[object]] = [
+        [str(300000 + inv), item, item, 1, f"2011-01-02 {inv * 2:02d}:30:00", 1.0, "20000", "UK"]
+        for inv in range(4)
+        for item in ("P1", "P2")
+    ]
+    dataset = write_csv(tmp_path / "pairs.csv", rows)
+    broken = tmp_path / "broken"
+    copy_project(project, broken, ("sql", "migrations", "endpoints"))
+    (broken / "endpoints" / "also_bought.sql").write_text(
+        "%\nSELECT toString(throwIf({{ Int32(limit, 10) }} > 0, 'broken on purpose')) AS item_id"
+    )
+    with pytest.raises(Exception, match="broken on purpose"):
+        evaluate(EvalConfig(dataset=dataset, project_dir=broken, k=5, work_dir=tmp_path))
+    result = evaluate(EvalConfig(dataset=dataset, project_dir=project, k=5, work_dir=tmp_path))
+    assert result.counts["also_bought_queries"] == 4
+
+
 def test_evaluate_command_on_online_retail_head(
     online_retail_csv: Path, project: Path, tmp_path: Path
 ) -> None:

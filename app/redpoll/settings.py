@@ -17,7 +17,14 @@ from typing import Any
 
 from redpoll.errors import ConfigError
 
-__all__ = ("SETTINGS", "Setting", "Settings", "load_settings", "setting_default")
+__all__ = (
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "load_settings",
+    "setting_default",
+    "setting_value",
+)
 
 ENV_PREFIX = "REDPOLL_"
 #: values of the `ack` setting (ingest/service.py)
@@ -347,6 +354,12 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 def setting_default(name: str) -> Any:
     """The default of setting `name`, for code that runs without `Settings`."""
     return _BY_NAME[name].default
+
+
+def setting_value(settings: Settings | None, name: str) -> Any:
+    """Setting `name` from `settings`, or its default for code run without them (tests,
+    scratch stores)."""
+    return setting_default(name) if settings is None else getattr(settings, name)
 
 
 def _convert(setting: Setting, raw: Any, source: str) -> Any:

@@ -51,6 +51,7 @@ Guard = Callable[[Connection, BaseRouteHandler], Awaitable[None]]
 OPEN = Principal("anonymous", (Scope(ADMIN),), kind="open")
 _PRINCIPAL_KEY = "principal"
 _GRANT_KEY = "granted_scope"
+_ADDRESS_COUNTED_KEY = "address_counted"
 
 
 def request_token(connection: Connection) -> str:
@@ -67,7 +68,26 @@ def _client_address(connection: Connection) -> str:
 
 
 def authenticate(connection: Connection) -> Principal:
-    """The request's principal (once per request), counting it against rate limits."""
+    """The request's principal (once per request), counting it against rate limits.
+    Blocking when the token makes the registry re-read its table: guards call
+    `_authenticate_on_loop` instead."""
+    principal = _authenticate(connection, read_table=True)
+    assert principal is not None  # read_table: the registry decides or raises
+    return principal
+
+
+async def _authenticate_on_loop(connection: Connection) -> Principal:
+    """`authenticate` without blocking the event loop: on it when memory can tell (every
+    known token, JWTs, refusals), in a worker thread only for a table re-read."""
+    principal = _authenticate(connection, read_table=False)
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(authenticate, connection)
+    return principal
+
+
+def _authenticate(connection: Connection, *, read_table: bool) -> Principal | None:
+    """`authenticate`; without `read_table`, None where the registry would re-read its
+    table (the client address is counted once either way)."""
     state: dict[str, Any] = connection.scope.setdefault("state", {})
     cached = state.get(_PRINCIPAL_KEY)
     if isinstance(cached, Principal):
@@ -76,10 +96,18 @@ def authenticate(connection: Connection) -> Principal:
     if not wiring.settings.auth:
         state[_PRINCIPAL_KEY] = OPEN
         return OPEN
-    window = wiring.rate_limits.hit_address(_client_address(connection))
-    if window is not None:
-        state[RATE_LIMIT_KEY] = window
-    principal = wiring.tokens.authenticate(request_token(connection))
+    if not state.get(_ADDRESS_COUNTED_KEY):
+        state[_ADDRESS_COUNTED_KEY] = True
+        window = wiring.rate_limits.hit_address(_client_address(connection))
+        if window is not None:
+            state[RATE_LIMIT_KEY] = window
+    token = request_token(connection)
+    if read_table:
+        principal: Principal | None = wiring.tokens.authenticate(token)
+    else:
+        principal = wiring.tokens.from_memory(token)
+    if principal is None:
+        return None
     window = wiring.rate_limits.hit_principal(principal)
     if window is not None:
         state[RATE_LIMIT_KEY] = window
@@ -109,15 +137,10 @@ def require(scope_type: str, resource: Callable[[Connection], str | None] | None
 
     async def guard(connection: Connection, _: BaseRouteHandler) -> None:
         # async: Litestar runs a sync guard in a worker thread, a hop that cost a third
-        # of a one-event POST /v0/events (README, ingest figures); only a token that makes
-        # the registry re-read its table is authenticated off the event loop
+        # of a one-event POST /v0/events (README, ingest figures)
         if is_preflight(connection):
             return  # CORS preflights carry no token (api/security.py's CORS answers them)
-        tokens = app_state(connection.app.state).tokens
-        if tokens.answers_from_memory(request_token(connection)):
-            principal = authenticate(connection)
-        else:
-            principal = await anyio.to_thread.run_sync(authenticate, connection)
+        principal = await _authenticate_on_loop(connection)
         wanted = resource(connection) if resource is not None else None
         grant = principal.grant(scope_type, wanted)
         if grant is None:

@@ -16,6 +16,7 @@ ingest/service.py builds it from the setting `cluster_shard_urls`): one `EventWr
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -123,6 +124,12 @@ class ShardedWriter:
             raise ValueError("a sharded writer needs at least one shard")
         self.writers = tuple(writers)
         self._lock = threading.Lock()
+        #: the shards' INSERTs run side by side: a batch takes its slowest shard's time
+        self._pool = concurrent.futures.ThreadPoolExecutor(len(self.writers), "shard-insert")
+
+    def close(self) -> None:
+        """Stop the INSERT threads (the shards' clients belong to the caller)."""
+        self._pool.shutdown()
 
     @property
     def lock(self) -> threading.Lock:
@@ -161,24 +168,27 @@ class ShardedWriter:
         """
         started = time.perf_counter()
         parts = split_by_shard(rows, len(self.writers))
-        results: list[InsertResult | None] = []
-        errors: dict[int, BaseException] = {}
+        futures: dict[int, concurrent.futures.Future[InsertResult]] = {}
         with self._lock:
             for shard, (writer, part) in enumerate(zip(self.writers, parts, strict=True)):
                 if not part or not next(iter(part.values())):
-                    results.append(None)
-                    continue
-                token = (
+                    continue  # no event of this batch routes here
+                token = (  # one token per shard
                     f"{insert_deduplication_token}:{shard}" if insert_deduplication_token else None
                 )
+                futures[shard] = self._pool.submit(
+                    writer.insert, part, insert_deduplication_token=token
+                )
+            results: list[InsertResult | None] = [None] * len(self.writers)
+            errors: dict[int, BaseException] = {}
+            for shard, future in futures.items():
                 try:
-                    results.append(writer.insert(part, insert_deduplication_token=token))
+                    results[shard] = future.result()
                 except Exception as exc:  # the other shards still get their part
                     log.warning("shard %d did not store its part of a batch: %s", shard, exc)
                     errors[shard] = exc
-                    results.append(None)
         if errors:
             failed = [parts[shard] for shard in sorted(errors)]
-            unstored = {name: [v for part in failed for v in part[name]] for name in failed[0]}
+            unstored = {name: [v for piece in failed for v in piece[name]] for name in failed[0]}
             raise ShardInsertError(errors, unstored)
         return ShardedInsertResult(tuple(results), time.perf_counter() - started)

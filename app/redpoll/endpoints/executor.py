@@ -87,6 +87,9 @@ class RequestOptions:
     Attributes:
         session_caps: the read client already carries the default caps as session
             settings (store.py), so they are repeated only where the endpoint differs.
+        time_limit: replaces every endpoint's own `max_execution_time`: an offline
+            replay (`redpoll evaluate`) measures answers, and a serving deadline there
+            only turns a busy machine into a failed run.
     """
 
     fmt: str = "json"
@@ -96,6 +99,7 @@ class RequestOptions:
     default_timeout: float = 10.0
     default_max_rows: int = 100_000
     session_caps: bool = False
+    time_limit: float | None = None
 
     @classmethod
     def serving(cls, settings: Settings, **changes: Any) -> RequestOptions:
@@ -108,7 +112,10 @@ class RequestOptions:
         )
 
     def timeout(self, endpoint: Endpoint) -> float:
-        """Seconds the endpoint's query may run: its own `max_execution_time` or ours."""
+        """Seconds the endpoint's query may run: `time_limit`, else its own
+        `max_execution_time`, else ours."""
+        if self.time_limit is not None:
+            return self.time_limit
         return float(endpoint.meta.max_execution_time or self.default_timeout)
 
 
@@ -128,8 +135,10 @@ def _settings(endpoint: Endpoint, options: RequestOptions) -> dict[str, Any]:
     settings: dict[str, Any] = dict(meta.settings)
     # The read clients already carry the default caps as session settings (store.py);
     # repeat them only when the endpoint overrides them (each clause setting costs time).
-    if meta.max_execution_time is not None or not options.session_caps:
-        settings["max_execution_time"] = meta.max_execution_time or options.default_timeout
+    if meta.max_execution_time is not None or options.time_limit is not None:
+        settings["max_execution_time"] = options.timeout(endpoint)
+    elif not options.session_caps:
+        settings["max_execution_time"] = options.default_timeout
     if meta.max_result_rows is not None or not options.session_caps:
         settings["max_result_rows"] = meta.max_result_rows or options.default_max_rows
         settings["result_overflow_mode"] = "throw"

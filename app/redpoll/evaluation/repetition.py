@@ -49,7 +49,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from redpoll.endpoints.executor import RequestOptions, execute, prepare
 from redpoll.endpoints.registry import Registry
 from redpoll.evaluation.metrics import score_list
 from redpoll.evaluation.replay import EndpointCaller, EvalConfig, load_endpoints, setup_store
@@ -236,16 +235,6 @@ def _windows(requests: Sequence[Request], width_ms: int) -> list[list[Request]]:
 # -- one run: a fresh store, the requests in time order ----------------------------------
 
 
-class _RowCaller(EndpointCaller):
-    """The replay's in-process caller, returning the rows (the impressions need the
-    `rec_id` and `source` the endpoint answered with)."""
-
-    def rows(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        query = prepare(self.registry.snapshot.get(name), params, RequestOptions(fmt="ndjson"))
-        body = execute(self._client(), query)
-        return [json.loads(line) for line in body.splitlines() if line]
-
-
 @dataclasses.dataclass
 class _Tally:
     requests: int = 0
@@ -301,7 +290,7 @@ class _Run:
             if not config.all_views:
                 self.left_out = self._leave_out_unread_views(registry)
             self.writer = event_writer(self.store, config.project_dir)
-            self.caller = _RowCaller(
+            self.caller = EndpointCaller(
                 lambda: self.store.new_client(readonly=True), registry, config.workers
             )
         except BaseException:

@@ -166,7 +166,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
     events, items = _read(config, say)
     work = Path(tempfile.mkdtemp(prefix="redpoll-eval-", dir=config.work_dir))
     try:
-        return _replay(config, events, items, work, say, started)
+        with _opened_bench(config, work, items, say) as bench:
+            return _replay(config, events, items, bench, say, started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -175,13 +176,12 @@ def _replay(
     config: EvalConfig,
     events: list[Event],
     items: list[dict[str, Any]],
-    work: Path,
+    bench: _Bench,
     say: Callable[[str], None],
     started: float,
 ) -> EvalResult:
     """The stages in order: split, then per window query, score and feed (queries and
     baselines see only earlier windows), then report."""
-    bench = _open_bench(config, work, items, say)
     all_ids = [i["item_id"] for i in items] + [e["item_id"] for e in events]
     base = Baselines(dict.fromkeys(all_ids))
     querier = _Querier(bench.caller, config)
@@ -199,7 +199,6 @@ def _replay(
             _feed(bench.writer, base, window)
         scorer.replayed(window)
         clock.progress(say, f"{window.month} window {n + 1}/{len(windows)}", scorer.counts)
-    bench.close()
     return _report(config.k, scorer, bench, clock)
 
 
@@ -483,30 +482,46 @@ class _Bench:
         self.store.close()
 
 
-def _open_bench(
+@contextlib.contextmanager
+def _opened_bench(
     config: EvalConfig, work: Path, items: list[dict[str, Any]], say: Callable[[str], None]
-) -> _Bench:
+) -> Iterator[_Bench]:
+    """The bench on `work`, closed on the way out, also on an error: chDB opens one data
+    path per process, and a path left open fails every later replay in the process."""
     store = setup_store(config, work, items)
-    registry = load_endpoints(config.project_dir, store)
-    views_left_out: list[str] = []
-    tables_left_out: list[str] = []
-    if not config.all_views:
-        views_left_out, tables_left_out = _drop_unread_views(store, registry, config)
-        say(f"views no evaluated query reads, left out: {', '.join(views_left_out) or 'none'}")
-    writer = event_writer(store, config.project_dir)
+    try:
+        registry = load_endpoints(config.project_dir, store)
+        views_left_out: list[str] = []
+        tables_left_out: list[str] = []
+        if not config.all_views:
+            views_left_out, tables_left_out = _drop_unread_views(store, registry, config)
+            left = ", ".join(views_left_out) or "none"
+            say(f"views no evaluated query reads, left out: {left}")
+        writer = event_writer(store, config.project_dir)
+    except BaseException:
+        store.close()
+        raise
     caller = EndpointCaller(lambda: store.new_client(readonly=True), registry, config.workers)
-    return _Bench(store, writer, caller, views_left_out, tables_left_out)
+    bench = _Bench(store, writer, caller, views_left_out, tables_left_out)
+    try:
+        yield bench
+    finally:
+        bench.close()
 
 
 def setup_store(config: EvalConfig, work: Path, items: list[dict[str, Any]]) -> Store:
     store = Store.open_scratch(
         config.project_dir, work / "data", "redpoll_eval", "redpoll evaluate"
     )
-    store.migrations().up()
-    admin, target = store.admin, store.target
-    # the data set is years old: keep its history (see the module docstring)
-    admin.command(f"ALTER TABLE {target.database}.trending REMOVE TTL")
-    insert_items(store, items)
+    try:
+        store.migrations().up()
+        admin, target = store.admin, store.target
+        # the data set is years old: keep its history (see the module docstring)
+        admin.command(f"ALTER TABLE {target.database}.trending REMOVE TTL")
+        insert_items(store, items)
+    except BaseException:
+        store.close()  # chDB opens one data path per process: never leave this one open
+        raise
     return store
 
 
@@ -525,7 +540,12 @@ def load_endpoints(
 
 
 class EndpointCaller:
-    """Runs endpoints in-process exactly as `GET /v0/pipes/<name>.json` does."""
+    """Runs endpoints in-process as `GET /v0/pipes/<name>.json` does, without the
+    endpoints' serving time limits (`OPTIONS`)."""
+
+    #: a replay measures answers: a query the machine is too busy to finish in its
+    #: serving limit (2 s for most endpoints) waits up to a minute instead of failing
+    OPTIONS = RequestOptions(fmt="ndjson", time_limit=60.0)
 
     def __init__(self, new_client: Callable[[], Client], registry: Registry, workers: int) -> None:
         self.new_client = new_client
@@ -544,11 +564,15 @@ class EndpointCaller:
                 self._clients.append(client)
         return client
 
-    def call(self, name: str, params: Mapping[str, Any]) -> list[str]:
-        endpoint = self.registry.snapshot.get(name)
-        query = prepare(endpoint, params, RequestOptions(fmt="ndjson"))
+    def rows(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The endpoint's rows, as JSON objects."""
+        query = prepare(self.registry.snapshot.get(name), params, self.OPTIONS)
         body = execute(self._client(), query)
-        return [json.loads(line)["item_id"] for line in body.splitlines() if line]
+        return [json.loads(line) for line in body.splitlines() if line]
+
+    def call(self, name: str, params: Mapping[str, Any]) -> list[str]:
+        """The ranked item ids."""
+        return [row["item_id"] for row in self.rows(name, params)]
 
     def close(self) -> None:
         self.pool.shutdown()

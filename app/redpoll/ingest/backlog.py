@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from redpoll.errors import RedpollError
-from redpoll.settings import setting_default
+from redpoll.settings import setting_value
 
 if TYPE_CHECKING:
     from redpoll.settings import Settings
@@ -51,9 +51,7 @@ class AckBacklog:
         """A data source's bound from `ack_max_backlog_rows`, `ack_backlog_wait_s` and
         `ack_gather_s` (their defaults without settings)."""
         names = ("ack_max_backlog_rows", "ack_backlog_wait_s", "ack_gather_s")
-        if settings is None:
-            return cls(*(setting_default(name) for name in names))
-        return cls(*(getattr(settings, name) for name in names))
+        return cls(*(setting_value(settings, name) for name in names))
 
     @property
     def rows(self) -> int:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from redpoll.settings import setting_default
+from redpoll.settings import setting_default, setting_value
 
 if TYPE_CHECKING:
     from redpoll.settings import Settings
@@ -108,9 +108,7 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings | None) -> Limits:
-        if settings is None:
-            return cls()
-        return cls(settings.max_id_bytes, settings.max_field_bytes)
+        return cls(*(setting_value(settings, n) for n in ("max_id_bytes", "max_field_bytes")))
 
     def for_column(self, column: str) -> int:
         """`*_id` columns hold ids (short); every other String column a free field."""

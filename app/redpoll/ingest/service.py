@@ -79,7 +79,7 @@ from redpoll.ingest.validate import (
 from redpoll.ingest.versions import DataVersions
 from redpoll.ingest.wal import WriteAheadLog
 from redpoll.ingest.writer import EventWriter
-from redpoll.settings import setting_default
+from redpoll.settings import setting_value
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -93,7 +93,6 @@ __all__ = ("MAX_FIRST_LINE", "IngestResult", "IngestService", "fill_defaults", "
 log = logging.getLogger("redpoll.ingest")
 #: Largest first line number of a body (quarantine `line` is UInt64; far below it).
 MAX_FIRST_LINE = 10**15
-_DEFAULT_REFRESH_S: float = setting_default("datasource_refresh_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +230,8 @@ class _Committer:
         self._thread.join(timeout=30)
         if self.wal is not None:
             self.wal.close()
+        if isinstance(self.writer, ShardedWriter):
+            self.writer.close()
         self.client.close()
         for shard_client in self.shard_clients:
             shard_client.close()
@@ -467,12 +468,10 @@ class IngestService:
         self.project_dir = project_dir
         self.max_group_rows = max_group_rows
         self.limits = Limits.from_settings(settings)
-        self.refresh_s = (
-            settings.datasource_refresh_s if settings is not None else _DEFAULT_REFRESH_S
-        )
+        self.refresh_s: float = setting_value(settings, "datasource_refresh_s")
         #: "durable": a request without wait=true into a landing data source is answered
         #: once its batch is in the write-ahead log (docs/adr, ack); "visible": after the INSERT
-        self.ack = settings.ack if settings is not None else str(setting_default("ack"))
+        self.ack = str(setting_value(settings, "ack"))
         self._settings = settings  # each committer's backlog bound (`AckBacklog.from_settings`)
         self._admin = new_client()  # own client: discovery runs on request threads
         self._shard_admin: Client | None = None  # shard 0's, for its landing tables

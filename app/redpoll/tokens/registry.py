@@ -51,32 +51,33 @@ class TokenRegistry:
 
     # --- reading ---------------------------------------------------------------------
     def authenticate(self, value: str) -> Principal:
-        """The principal `value` stands for; `Unauthorized` (403) if none."""
+        """The principal `value` stands for; `Unauthorized` (403) if none. An unknown
+        token may re-read the table (`from_memory`): blocking, keep it off the event loop."""
+        found = self.from_memory(value)
+        if found is None:
+            self.reload()
+            found = self._by_hash.get(hash_token(value))
+            if found is None:
+                raise Unauthorized("invalid token")
+        return found
+
+    def from_memory(self, value: str) -> Principal | None:
+        """`authenticate(value)` as far as memory can tell: the principal, `Unauthorized`
+        for an empty, invalid or unknown token, or None when only a re-read of the table
+        can tell (an unknown token, the last re-read over `MISS_RELOAD_S` ago)."""
         if not value:
             raise Unauthorized(
                 "a token is required: send `Authorization: Bearer <token>` or `?token=`"
             )
         digest = hash_token(value)
         found = self._fixed.get(digest) or self._by_hash.get(digest)
-        if found is None and looks_like_jwt(value):
+        if found is not None:
+            return found
+        if looks_like_jwt(value):
             return decode_jwt(value, self.jwt_key)
-        if found is None and time.monotonic() - self._loaded_at > MISS_RELOAD_S:
-            self.reload()
-            found = self._by_hash.get(digest)
-        if found is None:
-            raise Unauthorized("invalid token")
-        return found
-
-    def answers_from_memory(self, value: str) -> bool:
-        """`authenticate(value)` reads no table: the token is known, a JWT, empty, or
-        unknown with the last re-read under `MISS_RELOAD_S` ago (the server's guards
-        call `authenticate` on the event loop then, else in a worker thread)."""
-        if not value or looks_like_jwt(value):
-            return True
-        digest = hash_token(value)
-        if digest in self._fixed or digest in self._by_hash:
-            return True
-        return time.monotonic() - self._loaded_at <= MISS_RELOAD_S
+        if time.monotonic() - self._loaded_at > MISS_RELOAD_S:
+            return None
+        raise Unauthorized("invalid token")
 
     def records(self) -> list[TokenRecord]:
         return sorted(self._records.values(), key=lambda r: r.name)
